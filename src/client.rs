@@ -1,0 +1,112 @@
+//! The operator's CLI client: `raftnode kv|status|group` against a node's HTTP API.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Args)]
+pub struct Target {
+    /// HTTP address of the node to talk to.
+    #[arg(long, env = "RAFTNODE_HTTP_ADDR", default_value = "127.0.0.1:8080", global = true)]
+    pub http_addr: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KvCommand {
+    /// Write a value (followers forward to the leader).
+    Put { group: u64, key: String, value: String },
+    /// Read a value.
+    Get {
+        group: u64,
+        key: String,
+        /// linearizable (default), lease, or local.
+        #[arg(long, default_value = "linearizable")]
+        read: String,
+    },
+    /// Delete a key.
+    Delete { group: u64, key: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Start a group on the node (run it on every member).
+    Add { id: u64 },
+    /// Stop a group on the node; its data stays unless --purge.
+    Remove {
+        id: u64,
+        #[arg(long)]
+        purge: bool,
+    },
+}
+
+/// What a client command asks of the node.
+pub enum Call {
+    Kv(KvCommand),
+    Status,
+    Group(GroupCommand),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach {addr}: {source}")]
+    Connect { addr: String, source: reqwest::Error },
+    #[error("{status}: {body}")]
+    Refused { status: u16, body: String },
+}
+
+fn key_path(key: &str) -> String {
+    // Keys may contain any character; escape what a URL path would misread.
+    key.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Runs one call and returns what to print on success.
+pub async fn run(target: &Target, call: Call) -> Result<String, ClientError> {
+    let base = format!("http://{}", target.http_addr);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|source| ClientError::Connect {
+            addr: base.clone(),
+            source,
+        })?;
+    let req = match call {
+        Call::Status => http.get(format!("{base}/v1/status")),
+        Call::Kv(KvCommand::Put { group, key, value }) => http
+            .put(format!("{base}/v1/kv/{group}/{}", key_path(&key)))
+            .body(value),
+        Call::Kv(KvCommand::Get { group, key, read }) => {
+            http.get(format!("{base}/v1/kv/{group}/{}?read={read}", key_path(&key)))
+        }
+        Call::Kv(KvCommand::Delete { group, key }) => {
+            http.delete(format!("{base}/v1/kv/{group}/{}", key_path(&key)))
+        }
+        Call::Group(GroupCommand::Add { id }) => http.put(format!("{base}/v1/groups/{id}")),
+        Call::Group(GroupCommand::Remove { id, purge }) => {
+            http.delete(format!("{base}/v1/groups/{id}?purge={purge}"))
+        }
+    };
+    let resp = req.send().await.map_err(|source| ClientError::Connect {
+        addr: base.clone(),
+        source,
+    })?;
+    let status = resp.status();
+    let body = resp.text().await.map_err(|source| ClientError::Connect {
+        addr: base.clone(),
+        source,
+    })?;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(ClientError::Refused {
+            status: status.as_u16(),
+            body: body.trim().to_string(),
+        })
+    }
+}

@@ -1,0 +1,123 @@
+//! What every request handler of a node shares: settings, the ledger, the group registry and
+//! the dependencies a group needs. Group start and stop at runtime live here, since both the
+//! HTTP API and node startup use them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use openraft::BasicNode;
+
+use crate::config::Settings;
+use crate::group::{Group, GroupDeps, GroupError};
+use crate::ledger::{Ledger, Owner, OwnerKind};
+use crate::raft::types::{GroupId, NodeId};
+use crate::registry::Registry;
+
+pub struct NodeContext {
+    pub settings: Settings,
+    pub ledger: Ledger,
+    pub owner: Owner,
+    pub registry: Registry,
+    pub deps: GroupDeps,
+    /// Whether the data dir had no state when this process started: only then may the
+    /// configured groups be bootstrapped, so a restarted node never re-initialises.
+    pub fresh: bool,
+    pub ready: AtomicBool,
+    pub draining: AtomicBool,
+    /// Serialises group start and stop so that two API calls cannot race on one group id.
+    group_ops: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GroupOpError {
+    #[error("group {0} is not running on this node")]
+    NotFound(GroupId),
+    #[error("node is shutting down")]
+    Draining,
+    #[error(transparent)]
+    Start(#[from] GroupError),
+    #[error("group {group}: cannot purge its data: {reason}")]
+    Purge { group: GroupId, reason: String },
+}
+
+impl NodeContext {
+    pub fn new(
+        settings: Settings,
+        ledger: Ledger,
+        owner: Owner,
+        deps: GroupDeps,
+        fresh: bool,
+    ) -> Arc<Self> {
+        Arc::new(NodeContext {
+            settings,
+            ledger,
+            owner,
+            registry: Registry::default(),
+            deps,
+            fresh,
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            group_ops: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.settings.node_id
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    fn members(&self) -> BTreeMap<NodeId, BasicNode> {
+        self.settings
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr)))
+            .collect()
+    }
+
+    /// Starts group `id` on this node. Returns `false` when it was already running. The lowest
+    /// configured member bootstraps a group that has no state yet, at the first start of a fresh
+    /// node or when an operator creates the group through the API (`explicit`).
+    pub async fn start_group(&self, id: GroupId, explicit: bool) -> Result<bool, GroupOpError> {
+        let _serial = self.group_ops.lock().await;
+        if self.is_draining() {
+            return Err(GroupOpError::Draining);
+        }
+        if self.registry.get(id).is_some() {
+            return Ok(false);
+        }
+        let may_bootstrap = (self.fresh || explicit)
+            && self.settings.is_bootstrapper()
+            && !self.deps.storage.has_group(id);
+        let bootstrap = may_bootstrap.then(|| self.members());
+        let owner = self.owner.child(OwnerKind::Group, id.to_string());
+        let group = Group::start(&self.deps, id, owner, bootstrap).await?;
+        tracing::info!(group = id, "group started");
+        self.registry.insert(Arc::new(group));
+        Ok(true)
+    }
+
+    /// Stops group `id` on this node; the shared server and the other groups keep serving.
+    pub async fn stop_group(&self, id: GroupId, purge: bool) -> Result<(), GroupOpError> {
+        let _serial = self.group_ops.lock().await;
+        let group = self.registry.remove(id).ok_or(GroupOpError::NotFound(id))?;
+        crate::shutdown::hand_over_leadership(&[group.clone()], self.settings.shutdown_grace / 4)
+            .await;
+        group.stop(self.settings.leak_deadline).await;
+        if purge {
+            self.deps
+                .storage
+                .drop_group(id)
+                .await
+                .map_err(|e| GroupOpError::Purge {
+                    group: id,
+                    reason: e.to_string(),
+                })?;
+        }
+        tracing::info!(group = id, purge, "group stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,112 @@
+//! One Raft group: its openraft instance, its state machine and its owner in the ledger.
+//! Starting a group wires openraft to the shared storage and peer channels; stopping it shuts
+//! openraft down and then holds the group's owner to a zero count.
+
+pub mod state_machine;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+
+use crate::ledger::{Leak, Owner};
+use crate::raft::log_store::GroupLogStore;
+use crate::raft::types::{GroupId, NodeId, Raft};
+use crate::rpc::network::GroupNetworkFactory;
+use crate::rpc::peers::Peers;
+use crate::storage::Storage;
+pub use state_machine::KvStateMachine;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error("group {group}: cannot open its state: {source}")]
+    Open {
+        group: GroupId,
+        source: std::io::Error,
+    },
+    #[error("group {group}: openraft failed to start: {reason}")]
+    Raft { group: GroupId, reason: String },
+    #[error("group {group}: cannot bootstrap: {reason}")]
+    Bootstrap { group: GroupId, reason: String },
+}
+
+/// What every group of a node shares.
+#[derive(Clone)]
+pub struct GroupDeps {
+    pub node_id: NodeId,
+    pub raft_config: Arc<openraft::Config>,
+    pub storage: Storage,
+    pub peers: Peers,
+    pub max_message_bytes: usize,
+}
+
+pub struct Group {
+    pub id: GroupId,
+    pub raft: Raft,
+    pub sm: KvStateMachine,
+    owner: Owner,
+}
+
+impl Group {
+    /// Starts the group under `owner`. When `bootstrap` holds the members, and the group has no
+    /// state yet, this node initialises the group with them.
+    pub async fn start(
+        deps: &GroupDeps,
+        id: GroupId,
+        owner: Owner,
+        bootstrap: Option<BTreeMap<NodeId, BasicNode>>,
+    ) -> Result<Group, GroupError> {
+        let sm = KvStateMachine::open(id, deps.storage.snapshot_dir().to_path_buf())
+            .map_err(|source| GroupError::Open { group: id, source })?;
+        let log = GroupLogStore::new(deps.storage.clone(), id);
+        let net =
+            GroupNetworkFactory::new(id, deps.node_id, deps.peers.clone(), deps.max_message_bytes);
+        let raft = owner
+            .scope(Raft::new(
+                deps.node_id,
+                deps.raft_config.clone(),
+                net,
+                log,
+                sm.clone(),
+            ))
+            .await
+            .map_err(|e| GroupError::Raft {
+                group: id,
+                reason: e.to_string(),
+            })?;
+        let group = Group { id, raft, sm, owner };
+        if let Some(members) = bootstrap {
+            let initialized = group.raft.is_initialized().await.map_err(|e| GroupError::Bootstrap {
+                group: id,
+                reason: e.to_string(),
+            })?;
+            if !initialized {
+                tracing::info!(group = id, members = ?members.keys().collect::<Vec<_>>(), "bootstrapping group");
+                if let Err(e) = group.owner.scope(group.raft.initialize(members)).await {
+                    // A concurrent initialisation by another path is not an error.
+                    if e.api_error().is_none() {
+                        let _ = group.stop(Duration::from_secs(1)).await;
+                        return Err(GroupError::Bootstrap {
+                            group: id,
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(group)
+    }
+
+    pub fn owner(&self) -> &Owner {
+        &self.owner
+    }
+
+    /// Shuts openraft down, then waits for the group's owner to reach zero within `deadline`.
+    pub async fn stop(&self, deadline: Duration) -> Option<Leak> {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(group = self.id, error = %e, "openraft shutdown reported an error");
+        }
+        self.owner.stop(deadline).await
+    }
+}

@@ -1,0 +1,143 @@
+//! The `raftnode` binary: parse the command line, load configuration, run.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use raftnode::client::{self, Call, GroupCommand, KvCommand, Target};
+use raftnode::config::{ServeOptions, Settings};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// A multi-raft replicated KV node where every task, thread and connection has an owner.
+///
+/// Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
+#[derive(Parser)]
+#[command(name = "raftnode", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node. With no flags: a single-node cluster with group 1, data in ./raftnode-data.
+    Serve(ServeOptions),
+    /// Put, get or delete keys through a node's HTTP API.
+    Kv {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: KvCommand,
+    },
+    /// Print a node's status (role, term, leader and indexes of every group) as JSON.
+    Status {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Start or stop groups on a live node.
+    Group {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(opts) => serve(opts),
+        Command::Kv { target, command } => call(&target, Call::Kv(command)),
+        Command::Status { target } => call(&target, Call::Status),
+        Command::Group { target, command } => call(&target, Call::Group(command)),
+    }
+}
+
+fn call(target: &Target, call: Call) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("raftnode: cannot start a runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(client::run(target, call)) {
+        Ok(out) => {
+            println!("{}", out.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("raftnode: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn serve(opts: ServeOptions) -> ExitCode {
+    let settings = match opts.with_file().and_then(Settings::resolve) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("raftnode: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    raftnode::telemetry::init(settings.log_format);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("raftnode-worker");
+    if settings.worker_threads > 0 {
+        builder.worker_threads(settings.worker_threads);
+    }
+    let rt = match builder.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("raftnode: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = rt.block_on(run_until_signalled(settings));
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
+}
+
+/// Runs the node; the first SIGTERM or SIGINT starts the graceful shutdown, a second one exits
+/// at once with status 130.
+async fn run_until_signalled(settings: Settings) -> ExitCode {
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("raftnode: cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut stop_tx = Some(stop_tx);
+    let run = raftnode::node::run(settings, async {
+        let _ = stop_rx.await;
+    });
+    tokio::pin!(run);
+    loop {
+        tokio::select! {
+            result = &mut run => {
+                return match result {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!(error = %e, "node failed");
+                        eprintln!("raftnode: {e}");
+                        ExitCode::from(1)
+                    }
+                };
+            }
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        match stop_tx.take() {
+            Some(tx) => {
+                tracing::info!("signal received: shutting down gracefully (send again to exit at once)");
+                let _ = tx.send(());
+            }
+            None => {
+                eprintln!("raftnode: second signal: exiting without finishing the shutdown");
+                std::process::exit(130);
+            }
+        }
+    }
+}

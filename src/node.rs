@@ -1,0 +1,246 @@
+//! The node: what starts, in what order, and how it stops.
+//!
+//! Start: data dir lock → storage → RPC server listening → peers → groups → ready.
+//! Stop: not ready → leadership handed over → groups stopped → peer channels closed → the
+//! shared RPC server drained → storage flushed and closed → HTTP server last. Groups never
+//! close the shared server; the node does, after the last group has stopped.
+
+use std::fs;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::config::Settings;
+use crate::context::{GroupOpError, NodeContext};
+use crate::group::GroupDeps;
+use crate::http::{AppState, HttpServer};
+use crate::ledger::{Ledger, OwnerKind};
+use crate::metrics::Metrics;
+use crate::rpc::peers::Peers;
+use crate::rpc::server::RpcServer;
+use crate::storage::{Storage, StorageError, StorageOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("data dir {path}: {reason}")]
+    DataDir { path: PathBuf, reason: String },
+    #[error("data dir {path} is in use by another raftnode process (lock file {lock} is held)")]
+    Locked { path: PathBuf, lock: PathBuf },
+    #[error("storage recovery failed: {0}")]
+    Storage(#[from] StorageError),
+    #[error("cannot listen on {what} address {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("invalid Raft configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Group(#[from] GroupOpError),
+    #[error("metrics registry: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("graceful shutdown did not finish within {0:?}")]
+    ShutdownTimeout(Duration),
+}
+
+/// Holds the data dir's lock for the life of the node; the OS releases it if the process dies,
+/// so kill -9 never leaves a stale lock behind.
+struct DirLock {
+    _file: fs::File,
+}
+
+fn lock_data_dir(dir: &Path) -> Result<DirLock, NodeError> {
+    let err = |reason: String| NodeError::DataDir {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    let lock = dir.join("LOCK");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(|e| err(format!("cannot open {}: {e}", lock.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(DirLock { _file: file }),
+        Err(fs::TryLockError::WouldBlock) => Err(NodeError::Locked {
+            path: dir.to_path_buf(),
+            lock,
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(err(format!("cannot lock {}: {e}", lock.display()))),
+    }
+}
+
+/// Refuses a data dir written by another node id: replaying someone else's votes would break
+/// Raft's safety. Returns whether the data dir is fresh (never used by any node).
+fn check_identity(dir: &Path, node_id: u64) -> Result<bool, NodeError> {
+    let path = dir.join("NODE_ID");
+    let err = |reason: String| NodeError::DataDir {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    match fs::read_to_string(&path) {
+        Ok(s) => {
+            let found: u64 = s
+                .trim()
+                .parse()
+                .map_err(|_| err(format!("{} is not a node id: {s:?}", path.display())))?;
+            if found != node_id {
+                return Err(err(format!(
+                    "it belongs to node {found}, but this is node {node_id}"
+                )));
+            }
+            Ok(false)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let fresh = !dir.join("wal").exists();
+            fs::write(&path, format!("{node_id}\n")).map_err(|e| err(e.to_string()))?;
+            Ok(fresh)
+        }
+        Err(e) => Err(err(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+async fn bind(what: &'static str, addr: std::net::SocketAddr) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| NodeError::Bind { what, addr, source })
+}
+
+/// Runs a node until `stop` resolves, then shuts it down in order.
+pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(), NodeError> {
+    let _lock = lock_data_dir(&settings.data_dir)?;
+    let fresh = check_identity(&settings.data_dir, settings.node_id)?;
+    let ledger = Ledger::new();
+    let node = ledger.root(OwnerKind::Node, "main");
+
+    let storage_owner = node.child(OwnerKind::Storage, "main");
+    let (storage, report) = Storage::open(
+        StorageOptions {
+            dir: settings.data_dir.clone(),
+            segment_bytes: settings.wal_segment_bytes,
+            checkpoint_bytes: settings.wal_checkpoint_bytes,
+        },
+        &storage_owner,
+    )?;
+    tracing::info!(
+        segments = report.segments,
+        records = report.records,
+        bytes = report.bytes,
+        torn_tail = report.torn_tail.is_some(),
+        groups = storage.groups().len(),
+        "storage recovered"
+    );
+
+    let grpc_listener = bind("gRPC", settings.grpc_addr).await?;
+    let http_listener = bind("HTTP", settings.http_addr).await?;
+    let peers = Peers::new(node.clone(), settings.election_timeout);
+    let deps = GroupDeps {
+        node_id: settings.node_id,
+        raft_config: Arc::new(settings.raft_config()?),
+        storage: storage.clone(),
+        peers: peers.clone(),
+        max_message_bytes: crate::config::MAX_MESSAGE_BYTES,
+    };
+    let ctx = NodeContext::new(settings.clone(), ledger.clone(), node.clone(), deps, fresh);
+    let rpc = RpcServer::start(
+        ctx.clone(),
+        grpc_listener,
+        node.child(OwnerKind::RpcServer, "main"),
+    )
+    .map_err(|source| NodeError::Bind {
+        what: "gRPC",
+        addr: settings.grpc_addr,
+        source,
+    })?;
+    let metrics = Metrics::new(&ctx)?;
+    let http = HttpServer::start(
+        AppState {
+            ctx: ctx.clone(),
+            metrics,
+        },
+        http_listener,
+        node.child(OwnerKind::Node, "http"),
+    );
+
+    let started = async {
+        for g in &settings.groups {
+            ctx.start_group(*g, false).await?;
+        }
+        Ok::<(), NodeError>(())
+    };
+    tokio::pin!(stop);
+    let early_stop = tokio::select! {
+        r = started => { r?; false }
+        _ = &mut stop => true,
+    };
+    if !early_stop {
+        ctx.ready.store(true, Ordering::Release);
+        println!(
+            "raftnode node {} ready: gRPC {} HTTP http://{} data {} groups {:?}",
+            settings.node_id,
+            rpc.local_addr,
+            settings.http_addr,
+            settings.data_dir.display(),
+            settings.groups
+        );
+        tracing::info!(node = settings.node_id, "node ready");
+        stop.await;
+    }
+
+    let grace = settings.shutdown_grace;
+    tokio::time::timeout(grace, shutdown(&ctx, peers, rpc, storage, storage_owner, http))
+        .await
+        .map_err(|_| NodeError::ShutdownTimeout(grace))?;
+    if let Some(leak) = node.stop(settings.leak_deadline).await {
+        tracing::error!(remaining = ?leak.names, "node owner leaked resources at exit");
+    }
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+async fn shutdown(
+    ctx: &Arc<NodeContext>,
+    peers: Peers,
+    rpc: RpcServer,
+    storage: Storage,
+    storage_owner: crate::ledger::Owner,
+    http: HttpServer,
+) {
+    let s = &ctx.settings;
+    tracing::info!("shutdown: step 1, not ready");
+    ctx.draining.store(true, Ordering::Release);
+
+    let groups = ctx.registry.all();
+    tracing::info!(groups = groups.len(), "shutdown: step 2, handing over leadership");
+    crate::shutdown::hand_over_leadership(&groups, s.shutdown_grace / 3).await;
+
+    tracing::info!("shutdown: step 3, stopping groups");
+    let stops = groups.iter().map(|g| {
+        ctx.registry.remove(g.id);
+        g.stop(s.leak_deadline)
+    });
+    futures::future::join_all(stops).await;
+    drop(groups);
+
+    tracing::info!("shutdown: step 4, closing peer channels");
+    peers.close(s.leak_deadline).await;
+
+    tracing::info!("shutdown: step 5, draining the shared RPC server");
+    rpc.stop(s.shutdown_grace / 4, s.leak_deadline).await;
+
+    tracing::info!("shutdown: step 6, flushing storage");
+    if !storage.close(s.leak_deadline).await {
+        tracing::error!("WAL writer did not exit in time");
+    }
+    storage_owner.stop(s.leak_deadline).await;
+
+    tracing::info!("shutdown: step 7, stopping the HTTP server");
+    http.stop(Duration::from_secs(1)).await;
+}

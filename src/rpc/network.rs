@@ -1,0 +1,206 @@
+//! openraft's network adapter: each group's RPCs to a peer go over that peer's shared channel,
+//! tagged with the group id. Thin by design: encode, call, decode, map errors.
+
+use std::future::Future;
+use std::time::Duration;
+
+use openraft::errors::{
+    NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, OptionalSend, RPCTypes};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::Channel;
+
+use crate::raft::types::{GroupId, NodeId, Snapshot, TypeConfig, Vote};
+use crate::rpc::codec;
+use crate::rpc::pb::raft_service_client::RaftServiceClient;
+use crate::rpc::pb::RaftRequest;
+use crate::rpc::peers::Peers;
+
+/// Creates per-target clients for one group.
+pub struct GroupNetworkFactory {
+    group: GroupId,
+    node: NodeId,
+    peers: Peers,
+    max_message_bytes: usize,
+}
+
+impl GroupNetworkFactory {
+    pub fn new(group: GroupId, node: NodeId, peers: Peers, max_message_bytes: usize) -> Self {
+        GroupNetworkFactory {
+            group,
+            node,
+            peers,
+            max_message_bytes,
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
+    type Network = GroupNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GroupNetwork {
+        let client = match self.peers.channel(target, &node.addr) {
+            Ok(channel) => Ok(RaftServiceClient::new(channel)
+                .max_decoding_message_size(self.max_message_bytes)
+                .max_encoding_message_size(self.max_message_bytes)),
+            Err(e) => Err(e.to_string()),
+        };
+        GroupNetwork {
+            group: self.group,
+            node: self.node,
+            target,
+            client,
+        }
+    }
+}
+
+/// One group's view of one peer.
+pub struct GroupNetwork {
+    group: GroupId,
+    node: NodeId,
+    target: NodeId,
+    /// An address that cannot even be parsed is reported on every call, not at creation,
+    /// because openraft's factory cannot fail.
+    client: Result<RaftServiceClient<Channel>, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct RpcFailure(String);
+
+enum Method {
+    Vote,
+    PreVote,
+    Append,
+    Snapshot,
+    TransferLeader,
+}
+
+impl GroupNetwork {
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &mut self,
+        method: Method,
+        req: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        let client = match &mut self.client {
+            Ok(c) => c,
+            Err(e) => return Err(Unreachable::new(&RpcFailure(e.clone())).into()),
+        };
+        let payload = codec::encode(req).map_err(|s| NetworkError::new(&s))?;
+        let request = RaftRequest {
+            group_id: self.group,
+            payload,
+        };
+        let fut = async {
+            match method {
+                Method::Vote => client.vote(request).await,
+                Method::PreVote => client.pre_vote(request).await,
+                Method::Append => client.append_entries(request).await,
+                Method::Snapshot => client.install_snapshot(request).await,
+                Method::TransferLeader => client.transfer_leader(request).await,
+            }
+        };
+        let reply = match tokio::time::timeout(ttl, fut).await {
+            Err(_) => {
+                return Err(RPCError::Timeout(Timeout {
+                    action: rpc_type(&method),
+                    id: self.node,
+                    target: self.target,
+                    timeout: ttl,
+                }))
+            }
+            Ok(Err(status)) => return Err(status_error(status)),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        // The remote side answers Result<Resp, String>, the error being its Raft error's text
+        // (for instance, the group is shutting down there); openraft backs off from that peer.
+        let result: Result<Resp, String> =
+            codec::decode(&reply.payload).map_err(|s| NetworkError::new(&s))?;
+        result.map_err(|e| Unreachable::new(&RpcFailure(e)).into())
+    }
+}
+
+fn rpc_type(m: &Method) -> RPCTypes {
+    match m {
+        Method::Vote | Method::PreVote => RPCTypes::Vote,
+        Method::Append => RPCTypes::AppendEntries,
+        Method::Snapshot => RPCTypes::InstallSnapshot,
+        Method::TransferLeader => RPCTypes::TransferLeader,
+    }
+}
+
+/// Connection failures mean "back off and retry"; anything else is a network error.
+fn status_error(status: tonic::Status) -> RPCError<TypeConfig> {
+    let failure = RpcFailure(format!("{}: {}", status.code(), status.message()));
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::NotFound => Unreachable::new(&failure).into(),
+        _ => NetworkError::new(&failure).into(),
+    }
+}
+
+fn streaming(e: RPCError<TypeConfig>) -> StreamingError<TypeConfig> {
+    match e {
+        RPCError::Timeout(t) => StreamingError::Timeout(t),
+        RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+        RPCError::Network(n) => StreamingError::Network(n),
+        RPCError::RemoteError(r) => StreamingError::Network(NetworkError::new(&r)),
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for GroupNetwork {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(Method::Append, &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(Method::Vote, &rpc, option.hard_ttl()).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(Method::PreVote, &rpc, option.hard_ttl()).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let req = (vote, snapshot.meta, serde_bytes::ByteBuf::from(snapshot.snapshot));
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            r = self.call(Method::Snapshot, &req, option.hard_ttl()) => r.map_err(streaming),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(Method::TransferLeader, &req, option.hard_ttl()).await
+    }
+}

@@ -1,0 +1,114 @@
+//! The records of the node-wide WAL, one enum for every group's log, vote and commit state.
+//! Replay applies them in order to [`Index`]; each is an idempotent overwrite, which is what
+//! lets a checkpoint be replayed after the segments it replaced.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::raft::types::{Entry, GroupId, LogId, Vote};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Record {
+    Append { group: GroupId, entries: Vec<Entry> },
+    Vote { group: GroupId, vote: Vote },
+    Committed { group: GroupId, committed: Option<LogId> },
+    /// Removes entries after `after` (all of them when `None`).
+    Truncate { group: GroupId, after: Option<LogId> },
+    /// Removes entries up to and including `upto`, and remembers it as the purge point.
+    Purge { group: GroupId, upto: LogId },
+    /// Forgets a group entirely (its data was purged by an operator).
+    Drop { group: GroupId },
+}
+
+impl Record {
+    pub fn encode(&self) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+        rmp_serde::to_vec(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, rmp_serde::decode::Error> {
+        rmp_serde::from_slice(bytes)
+    }
+}
+
+/// One group's durable Raft state, as the log store reads it.
+#[derive(Debug, Default, Clone)]
+pub struct GroupLog {
+    pub vote: Option<Vote>,
+    pub committed: Option<LogId>,
+    pub purged: Option<LogId>,
+    pub entries: BTreeMap<u64, Entry>,
+}
+
+impl GroupLog {
+    pub fn last_log_id(&self) -> Option<LogId> {
+        self.entries
+            .values()
+            .next_back()
+            .map(|e| e.log_id)
+            .or(self.purged)
+    }
+
+    /// The records that recreate this group's state from nothing (used by checkpoints).
+    pub fn dump(&self, group: GroupId) -> Vec<Record> {
+        let mut out = Vec::with_capacity(4);
+        out.push(Record::Truncate { group, after: None });
+        if let Some(upto) = self.purged {
+            out.push(Record::Purge { group, upto });
+        }
+        if let Some(vote) = self.vote {
+            out.push(Record::Vote { group, vote });
+        }
+        if self.committed.is_some() {
+            out.push(Record::Committed {
+                group,
+                committed: self.committed,
+            });
+        }
+        if !self.entries.is_empty() {
+            out.push(Record::Append {
+                group,
+                entries: self.entries.values().cloned().collect(),
+            });
+        }
+        out
+    }
+}
+
+/// Every group's state, in memory: rebuilt from the WAL at start, kept current by the log stores.
+#[derive(Debug, Default)]
+pub struct Index {
+    pub groups: HashMap<GroupId, GroupLog>,
+}
+
+impl Index {
+    pub fn apply(&mut self, record: &Record) {
+        match record {
+            Record::Append { group, entries } => {
+                let g = self.groups.entry(*group).or_default();
+                for e in entries {
+                    g.entries.insert(e.log_id.index, e.clone());
+                }
+            }
+            Record::Vote { group, vote } => self.groups.entry(*group).or_default().vote = Some(*vote),
+            Record::Committed { group, committed } => {
+                self.groups.entry(*group).or_default().committed = *committed
+            }
+            Record::Truncate { group, after } => {
+                let g = self.groups.entry(*group).or_default();
+                let from = after.map(|l| l.index + 1).unwrap_or(0);
+                let _ = g.entries.split_off(&from);
+            }
+            Record::Purge { group, upto } => {
+                let g = self.groups.entry(*group).or_default();
+                g.entries = g.entries.split_off(&(upto.index + 1));
+                if g.purged.is_none_or(|p| p.index < upto.index) {
+                    g.purged = Some(*upto);
+                }
+            }
+            Record::Drop { group } => {
+                self.groups.remove(group);
+            }
+        }
+    }
+}

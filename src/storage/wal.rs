@@ -1,0 +1,794 @@
+//! Segmented, append-only write-ahead log shared by every Raft group on this node.
+//!
+//! One WAL for all groups lets the writer thread batch records from many groups and pay
+//! for a single fsync (group commit). This module owns the on-disk format, the recovery
+//! rules that decide what a crash may legitimately leave behind, and checkpointing (the
+//! only way the log shrinks). Payloads are opaque here. Callers must make records
+//! idempotent overwrites, because a crash in the middle of a checkpoint replays the old
+//! segments and then the checkpoint.
+//!
+//! Format: `dir/{seq:020}.wal` segments, each a run of records laid out as
+//! `len: u32 LE | crc32(len bytes): u32 LE | crc32(payload): u32 LE | payload`.
+//! The length has its own checksum so a damaged length is caught before it is trusted to
+//! locate the next record; otherwise one flipped bit could silently skip real records.
+//!
+//! Recovery tells a *torn tail* (an append in flight at a crash: only possible at the end
+//! of the newest segment, never acknowledged, so safe to drop) from *corruption* (damage
+//! to data that may have been acknowledged, which must stop the node rather than lose
+//! committed entries quietly).
+//!
+//! Synchronous and single-owner by design: one dedicated writer thread drives it, so
+//! there is no locking and no background work.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+const HEADER_LEN: usize = 12;
+/// Largest payload accepted by `append`/`checkpoint`. Recovery treats larger lengths as
+/// corruption, so a damaged-but-checksummed length can't make us trust gigabytes.
+pub const MAX_RECORD_BYTES: usize = 64 << 20;
+const TMP_SUFFIX: &str = ".wal.tmp";
+
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    pub dir: PathBuf,
+    /// A batch is never split, so a segment can exceed this by one batch.
+    pub segment_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    pub records: u64,
+    /// (segment, offset it was truncated to, bytes dropped)
+    pub torn_tail: Option<(PathBuf, u64, u64)>,
+    /// Bytes of valid records across all segments after recovery.
+    pub bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("WAL I/O error on {}: {source}", .path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("corrupt WAL record in {} at offset {offset}: {reason}", .path.display())]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    /// The replay callback rejected a record. It returns `String` rather than a generic
+    /// error so `Wal` stays non-generic; callers format their own error into it.
+    #[error("replaying WAL record in {} at offset {offset}: {message}", .path.display())]
+    Replay {
+        path: PathBuf,
+        offset: u64,
+        message: String,
+    },
+    #[error("WAL record of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge { len: usize, max: usize },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
+    move |source| WalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:020}.wal"))
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".wal")?;
+    let ok = digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit());
+    ok.then(|| digits.parse().ok()).flatten()
+}
+
+fn sync_dir(dir: &Path) -> Result<(), WalError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Opens a segment for appending; `create` insists it is new.
+fn open_segment(path: &Path, create: bool) -> Result<File, WalError> {
+    let mut o = OpenOptions::new();
+    o.append(true).create_new(create);
+    o.open(path).map_err(io_err(path))
+}
+
+fn encode_header(payload: &[u8]) -> Result<[u8; HEADER_LEN], WalError> {
+    let too_large = WalError::TooLarge {
+        len: payload.len(),
+        max: MAX_RECORD_BYTES,
+    };
+    if payload.len() > MAX_RECORD_BYTES {
+        return Err(too_large);
+    }
+    let len_bytes = u32::try_from(payload.len())
+        .map_err(|_| too_large)?
+        .to_le_bytes();
+    let mut h = [0u8; HEADER_LEN];
+    h[0..4].copy_from_slice(&len_bytes);
+    h[4..8].copy_from_slice(&crc32fast::hash(&len_bytes).to_le_bytes());
+    h[8..12].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    Ok(h)
+}
+
+fn encode_record(buf: &mut Vec<u8>, payload: &[u8]) -> Result<(), WalError> {
+    buf.extend_from_slice(&encode_header(payload)?);
+    buf.extend_from_slice(payload);
+    Ok(())
+}
+
+/// Damage found at one offset, before knowing whether it is in the last segment.
+enum Damage {
+    Torn(&'static str),
+    Corrupt(&'static str),
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Validates the record at the start of `rest` and returns its payload.
+fn parse_record(rest: &[u8]) -> Result<&[u8], Damage> {
+    if rest.len() < HEADER_LEN {
+        return Err(Damage::Torn("truncated record header"));
+    }
+    if crc32fast::hash(&rest[0..4]) != u32_at(rest, 4) {
+        return Err(Damage::Corrupt("length checksum mismatch"));
+    }
+    let len = u32_at(rest, 0) as usize;
+    if len > MAX_RECORD_BYTES {
+        return Err(Damage::Corrupt("record length exceeds maximum"));
+    }
+    let Some(payload) = rest.get(HEADER_LEN..HEADER_LEN + len) else {
+        return Err(Damage::Torn("payload extends past end of file"));
+    };
+    if crc32fast::hash(payload) != u32_at(rest, 8) {
+        // A record ending exactly at EOF is the one that was being written at the crash.
+        return Err(if rest.len() == HEADER_LEN + len {
+            Damage::Torn("payload checksum mismatch in final record")
+        } else {
+            Damage::Corrupt("payload checksum mismatch")
+        });
+    }
+    Ok(payload)
+}
+
+#[derive(Debug)]
+struct Scan {
+    records: u64,
+    /// Offset of the first byte not part of a valid record (== buf.len() if clean).
+    valid_len: u64,
+}
+
+/// Replays one segment's bytes (`path` only labels errors). Torn damage is tolerated
+/// only when `is_last`: older segments were fsynced before the next one was created.
+fn scan_segment(
+    path: &Path,
+    buf: &[u8],
+    is_last: bool,
+    replay: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+) -> Result<Scan, WalError> {
+    let (mut off, mut records) = (0usize, 0u64);
+    while off < buf.len() {
+        let (offset, rest) = (off as u64, &buf[off..]);
+        let damage = match parse_record(rest) {
+            Ok(payload) => {
+                replay(payload).map_err(|message| WalError::Replay {
+                    path: path.to_path_buf(),
+                    offset,
+                    message,
+                })?;
+                records += 1;
+                off += HEADER_LEN + payload.len();
+                continue;
+            }
+            // Filesystems can expose zeroed blocks past the last durable write after a
+            // crash, so an all-zero remainder is an unfinished append, not damage.
+            Err(_) if rest.iter().all(|&b| b == 0) => Damage::Torn("zero-filled tail"),
+            Err(d) => d,
+        };
+        match damage {
+            Damage::Torn(_) if is_last => break,
+            Damage::Torn(r) | Damage::Corrupt(r) => {
+                let reason = if is_last {
+                    r.to_string()
+                } else {
+                    format!("{r} (in a non-final segment)")
+                };
+                let path = path.to_path_buf();
+                return Err(WalError::Corrupt {
+                    path,
+                    offset,
+                    reason,
+                });
+            }
+        }
+    }
+    let valid_len = off as u64;
+    Ok(Scan { records, valid_len })
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    seq: u64,
+    len: u64,
+}
+
+#[derive(Debug)]
+pub struct Wal {
+    dir: PathBuf,
+    segment_bytes: u64,
+    /// Older live segments, ascending by seq.
+    sealed: Vec<Segment>,
+    active: Segment,
+    file: File,
+    buf: Vec<u8>,
+    /// Set after a failed fsync (Linux may drop the dirty pages and then report success
+    /// on retry) or an unrepairable partial write: further writes would lie about
+    /// durability, so the owner must reopen.
+    failed: bool,
+}
+
+impl Wal {
+    /// Opens (creating dir if absent), replays every record through `replay`, applies the
+    /// torn-tail rule, and leaves the last segment open for appending (or creates segment
+    /// 1). On error `replay` may already have seen some records; discard that state.
+    pub fn open(
+        opts: WalOptions,
+        mut replay: impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(Wal, RecoveryReport), WalError> {
+        let dir = opts.dir;
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let (mut seqs, mut removed_tmp) = (Vec::new(), false);
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let entry = entry.map_err(io_err(&dir))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.ends_with(TMP_SUFFIX) {
+                let path = entry.path();
+                warn!(path = %path.display(), "removing leftover WAL checkpoint temp file");
+                fs::remove_file(&path).map_err(io_err(&path))?;
+                removed_tmp = true;
+            } else if let Some(seq) = parse_segment_name(name) {
+                seqs.push(seq);
+            }
+        }
+        if removed_tmp {
+            sync_dir(&dir)?;
+        }
+        seqs.sort_unstable();
+
+        let mut report = RecoveryReport {
+            segments: seqs.len(),
+            ..RecoveryReport::default()
+        };
+        let mut sealed = Vec::with_capacity(seqs.len());
+        for (i, &seq) in seqs.iter().enumerate() {
+            if i > 0 && seq != seqs[i - 1] + 1 {
+                // Not fatal: a checkpoint's unlinks of old segments may persist out of order
+                // if we crash before its final directory fsync.
+                let (dir, prev) = (dir.display(), seqs[i - 1]);
+                warn!(%dir, prev, next = seq, "gap in WAL segment sequence");
+            }
+            let path = segment_path(&dir, seq);
+            let buf = fs::read(&path).map_err(io_err(&path))?;
+            let scan = scan_segment(&path, &buf, i + 1 == seqs.len(), &mut replay)?;
+            let dropped = buf.len() as u64 - scan.valid_len;
+            if dropped > 0 {
+                let (file, offset) = (path.display(), scan.valid_len);
+                warn!(%file, offset, dropped, "truncating torn WAL tail");
+                let truncate = |f: File| f.set_len(scan.valid_len).and_then(|()| f.sync_all());
+                OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(truncate)
+                    .map_err(io_err(&path))?;
+                report.torn_tail = Some((path, scan.valid_len, dropped));
+            }
+            report.records += scan.records;
+            report.bytes += scan.valid_len;
+            let len = scan.valid_len;
+            sealed.push(Segment { seq, len });
+        }
+
+        let (active, file) = match sealed.pop() {
+            Some(last) => (last, open_segment(&segment_path(&dir, last.seq), false)?),
+            None => {
+                let file = open_segment(&segment_path(&dir, 1), true)?;
+                sync_dir(&dir)?;
+                (Segment { seq: 1, len: 0 }, file)
+            }
+        };
+        let wal = Wal {
+            dir,
+            segment_bytes: opts.segment_bytes,
+            sealed,
+            active,
+            file,
+            buf: Vec::new(),
+            failed: false,
+        };
+        Ok((wal, report))
+    }
+
+    /// Buffers and writes records to the active segment (one write_all of the encoded
+    /// batch). Does NOT fsync. Rotates first if the active segment is past
+    /// `segment_bytes`. A record over `MAX_RECORD_BYTES` fails the whole batch unwritten.
+    pub fn append<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), WalError> {
+        self.check_usable()?;
+        self.buf.clear();
+        for r in records {
+            encode_record(&mut self.buf, r)?;
+        }
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if self.active.len > 0 && self.active.len >= self.segment_bytes {
+            self.rotate()?;
+        }
+        if let Err(e) = self.file.write_all(&self.buf) {
+            // A partial batch would sit in front of every later record and read as
+            // corruption at the next open, so cut it off or refuse further writes.
+            if self.file.set_len(self.active.len).is_err() {
+                self.failed = true;
+            }
+            return Err(io_err(&self.active_path())(e));
+        }
+        self.active.len += self.buf.len() as u64;
+        Ok(())
+    }
+
+    /// fdatasync the active segment; returns how long it took (for the fsync histogram).
+    pub fn sync(&mut self) -> Result<Duration, WalError> {
+        self.check_usable()?;
+        let start = Instant::now();
+        self.sync_active()?;
+        Ok(start.elapsed())
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.active.len + self.sealed.iter().map(|s| s.len).sum::<u64>()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.sealed.len() + 1
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes `records` (a full dump of live state) into a new segment via tmp + rename,
+    /// makes it active, then deletes every older segment. Crash-safe at every step given
+    /// idempotent records (see module docs).
+    pub fn checkpoint<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), WalError> {
+        self.check_usable()?;
+        // After a crash between the rename and the deletes, the old active segment
+        // replays as a non-final one, where an unsynced torn tail would read as corruption.
+        self.sync_active()?;
+        let seq = self.active.seq + 1;
+        let tmp = self.dir.join(format!("{seq:020}{TMP_SUFFIX}"));
+        let path = segment_path(&self.dir, seq);
+        let written = write_synced_file(&tmp, records)
+            .and_then(|len| fs::rename(&tmp, &path).map_err(io_err(&path)).map(|()| len));
+        let len = written.inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })?;
+        // The checkpoint is now visible on disk: anything appended to the old active
+        // segment would replay *before* it and be overwritten by staler state.
+        self.file = open_segment(&path, false).inspect_err(|_| self.failed = true)?;
+        let old = std::mem::replace(&mut self.active, Segment { seq, len });
+        self.sealed.push(old);
+        self.sync_dir_or_fail()?;
+        // Oldest first, so the surviving set stays contiguous if we stop part-way.
+        while let Some(first) = self.sealed.first() {
+            let old = segment_path(&self.dir, first.seq);
+            fs::remove_file(&old).map_err(io_err(&old))?;
+            self.sealed.remove(0);
+        }
+        self.sync_dir_or_fail()
+    }
+
+    fn rotate(&mut self) -> Result<(), WalError> {
+        self.sync_active()?;
+        let seq = self.active.seq + 1;
+        self.file = open_segment(&segment_path(&self.dir, seq), true)?;
+        let old = std::mem::replace(&mut self.active, Segment { seq, len: 0 });
+        self.sealed.push(old);
+        self.sync_dir_or_fail()
+    }
+
+    fn check_usable(&self) -> Result<(), WalError> {
+        if !self.failed {
+            return Ok(());
+        }
+        let msg = "WAL disabled after an earlier failed write or fsync; reopen to recover";
+        Err(io_err(&self.active_path())(io::Error::other(msg)))
+    }
+
+    fn sync_active(&mut self) -> Result<(), WalError> {
+        let res = self.file.sync_data();
+        self.failed |= res.is_err();
+        res.map_err(io_err(&self.active_path()))
+    }
+
+    fn sync_dir_or_fail(&mut self) -> Result<(), WalError> {
+        sync_dir(&self.dir).inspect_err(|_| self.failed = true)
+    }
+
+    fn active_path(&self) -> PathBuf {
+        segment_path(&self.dir, self.active.seq)
+    }
+}
+
+/// Streams records into a fresh file and fsyncs it; a checkpoint can be as large as the
+/// whole live state, so it is not staged in memory. Returns bytes written.
+fn write_synced_file<'a>(
+    path: &Path,
+    records: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<u64, WalError> {
+    let mut o = OpenOptions::new();
+    let file = o.write(true).create(true).truncate(true).open(path);
+    let mut w = BufWriter::with_capacity(1 << 20, file.map_err(io_err(path))?);
+    let mut len = 0u64;
+    for r in records {
+        let header = encode_header(r)?;
+        w.write_all(&header)
+            .and_then(|()| w.write_all(r))
+            .map_err(io_err(path))?;
+        len += (HEADER_LEN + r.len()) as u64;
+    }
+    let file = w.into_inner().map_err(|e| io_err(path)(e.into_error()))?;
+    file.sync_all().map_err(io_err(path))?;
+    Ok(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tempfile::TempDir;
+
+    fn opts(dir: &Path, segment_bytes: u64) -> WalOptions {
+        WalOptions {
+            dir: dir.to_path_buf(),
+            segment_bytes,
+        }
+    }
+
+    fn rec(i: usize) -> Vec<u8> {
+        format!("record-{i:04}-{}", "x".repeat(i % 7)).into_bytes()
+    }
+
+    fn reopen(dir: &Path) -> Result<(Vec<Vec<u8>>, RecoveryReport, Wal), WalError> {
+        let mut got = Vec::new();
+        let (wal, report) = Wal::open(opts(dir, 1 << 20), |r| {
+            got.push(r.to_vec());
+            Ok(())
+        })?;
+        Ok((got, report, wal))
+    }
+
+    /// Appends `n` records one batch each, synced; returns them.
+    fn write_records(dir: &Path, n: usize, segment_bytes: u64) -> Vec<Vec<u8>> {
+        let (mut wal, _) = Wal::open(opts(dir, segment_bytes), |_| Ok(())).unwrap();
+        let recs: Vec<_> = (0..n).map(rec).collect();
+        for r in &recs {
+            wal.append([r.as_slice()]).unwrap();
+        }
+        wal.sync().unwrap();
+        recs
+    }
+
+    fn segment_files(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Offset of record `i` in a single segment holding rec(0)..
+    fn offset_of(i: usize) -> u64 {
+        (0..i).map(|j| (HEADER_LEN + rec(j).len()) as u64).sum()
+    }
+
+    fn flip(path: &Path, offset: u64) {
+        let mut b = fs::read(path).unwrap();
+        b[offset as usize] ^= 0x40;
+        fs::write(path, b).unwrap();
+    }
+
+    /// (records, valid_len) when accepted, else the offset reported as corrupt.
+    fn scan(buf: &[u8], is_last: bool) -> Result<(u64, u64), u64> {
+        match scan_segment(Path::new("/seg"), buf, is_last, &mut |_| Ok(())) {
+            Ok(s) => Ok((s.records, s.valid_len)),
+            Err(WalError::Corrupt { offset, .. }) => Err(offset),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn scan_classifies_torn_and_corrupt() {
+        let mut buf = Vec::new();
+        for r in (0..3).map(rec) {
+            encode_record(&mut buf, &r).unwrap();
+        }
+        let (r1, r2, full) = (offset_of(1), offset_of(2), buf.len() as u64);
+        let with = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = buf.clone();
+            f(&mut b);
+            b
+        };
+        assert_eq!(scan(&buf, true), Ok((3, full)));
+        assert_eq!(scan(&buf, false), Ok((3, full)));
+        assert_eq!(scan(&[], false), Ok((0, 0)));
+        // Cut inside the last payload, and inside the last header.
+        assert_eq!(scan(&buf[..buf.len() - 3], true), Ok((2, r2)));
+        assert_eq!(scan(&buf[..r2 as usize + 5], true), Ok((2, r2)));
+        assert_eq!(scan(&buf[..buf.len() - 3], false), Err(r2));
+        // Garbage payload in the final record.
+        let garbage_end = with(&|b| *b.last_mut().unwrap() ^= 1);
+        assert_eq!(scan(&garbage_end, true), Ok((2, r2)));
+        assert_eq!(scan(&garbage_end, false), Err(r2));
+        // Zero-filled tail, long enough to hold a whole (invalid) header.
+        let zeros = with(&|b| b.extend_from_slice(&[0u8; 100]));
+        assert_eq!(scan(&zeros, true), Ok((3, full)));
+        assert_eq!(scan(&zeros, false), Err(full));
+        // Payload or length damage with records after it.
+        let payload = with(&|b| b[r1 as usize + HEADER_LEN + 2] ^= 1);
+        assert_eq!(scan(&payload, true), Err(r1));
+        let length = with(&|b| b[r1 as usize] ^= 1);
+        assert_eq!(scan(&length, true), Err(r1));
+        // A checksummed but absurd length is corruption, not a payload past EOF.
+        let huge = (MAX_RECORD_BYTES as u32 + 1).to_le_bytes();
+        let bad_len = with(&|b| {
+            b[r2 as usize..r2 as usize + 4].copy_from_slice(&huge);
+            b[r2 as usize + 4..r2 as usize + 8]
+                .copy_from_slice(&crc32fast::hash(&huge).to_le_bytes());
+        });
+        assert_eq!(scan(&bad_len, true), Err(r2));
+    }
+
+    #[test]
+    fn round_trip_across_rotations() {
+        let tmp = TempDir::new().unwrap();
+        let (mut wal, report) = Wal::open(opts(tmp.path(), 100), |_| Ok(())).unwrap();
+        assert_eq!(report, RecoveryReport::default());
+        let mut all = Vec::new();
+        for batch in 0..40 {
+            let recs: Vec<_> = (0..batch % 3 + 1).map(|i| rec(batch * 3 + i)).collect();
+            wal.append(recs.iter().map(Vec::as_slice)).unwrap();
+            all.extend(recs);
+        }
+        wal.sync().unwrap();
+        let files = segment_files(tmp.path());
+        assert!(wal.segment_count() > 3);
+        assert_eq!(files.len(), wal.segment_count());
+        let on_disk: u64 = files.iter().map(|f| fs::metadata(f).unwrap().len()).sum();
+        assert_eq!(wal.total_bytes(), on_disk);
+        drop(wal);
+        let (got, report, wal) = reopen(tmp.path()).unwrap();
+        assert_eq!(got, all);
+        assert_eq!(report.records, all.len() as u64);
+        assert_eq!(report.segments, files.len());
+        assert_eq!(report.bytes, on_disk);
+        assert_eq!(report.torn_tail, None);
+        assert_eq!(wal.total_bytes(), on_disk);
+    }
+
+    #[test]
+    fn torn_tail_is_truncated_and_log_stays_appendable() {
+        let tmp = TempDir::new().unwrap();
+        let recs = write_records(tmp.path(), 10, 1 << 20);
+        let seg = segment_files(tmp.path()).remove(0);
+        let len = fs::metadata(&seg).unwrap().len();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
+        let (got, report, mut wal) = reopen(tmp.path()).unwrap();
+        assert_eq!(got, recs[..9]);
+        let dropped = (HEADER_LEN + recs[9].len() - 3) as u64;
+        assert_eq!(report.torn_tail, Some((seg.clone(), offset_of(9), dropped)));
+        assert_eq!(fs::metadata(&seg).unwrap().len(), offset_of(9));
+        wal.append([b"after".as_slice()]).unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        let (got, report, _) = reopen(tmp.path()).unwrap();
+        assert_eq!(got.last().unwrap(), b"after");
+        assert_eq!(got.len(), 10);
+        assert_eq!(report.torn_tail, None);
+    }
+
+    #[test]
+    fn garbage_final_payload_is_torn() {
+        let tmp = TempDir::new().unwrap();
+        let recs = write_records(tmp.path(), 10, 1 << 20);
+        let seg = segment_files(tmp.path()).remove(0);
+        flip(&seg, fs::metadata(&seg).unwrap().len() - 1);
+        let (got, report, _) = reopen(tmp.path()).unwrap();
+        assert_eq!(got, recs[..9]);
+        let dropped = (HEADER_LEN + recs[9].len()) as u64;
+        assert_eq!(report.torn_tail, Some((seg, offset_of(9), dropped)));
+    }
+
+    #[test]
+    fn zero_filled_tail_is_torn() {
+        let tmp = TempDir::new().unwrap();
+        let recs = write_records(tmp.path(), 10, 1 << 20);
+        let seg = segment_files(tmp.path()).remove(0);
+        let len = fs::metadata(&seg).unwrap().len();
+        let mut f = fs::OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(&[0u8; 4096]).unwrap();
+        drop(f);
+        let (got, report, _) = reopen(tmp.path()).unwrap();
+        assert_eq!(got, recs);
+        assert_eq!(report.torn_tail, Some((seg.clone(), len, 4096)));
+        assert_eq!(fs::metadata(&seg).unwrap().len(), len);
+    }
+
+    fn assert_corrupt(dir: &Path, seg: &Path, offset: u64, reason: &str) {
+        let len = fs::metadata(seg).unwrap().len();
+        let err = reopen(dir).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, WalError::Corrupt { .. }), "{msg}");
+        assert!(msg.contains(&seg.display().to_string()), "{msg}");
+        assert!(msg.contains(&format!("at offset {offset}:")), "{msg}");
+        assert!(msg.contains(reason), "{msg}");
+        assert_eq!(fs::metadata(seg).unwrap().len(), len, "must not truncate");
+    }
+
+    #[test]
+    fn flipped_payload_mid_last_segment_is_corrupt() {
+        let tmp = TempDir::new().unwrap();
+        write_records(tmp.path(), 10, 1 << 20);
+        let seg = segment_files(tmp.path()).remove(0);
+        flip(&seg, offset_of(2) + HEADER_LEN as u64 + 1);
+        assert_corrupt(tmp.path(), &seg, offset_of(2), "payload checksum mismatch");
+    }
+
+    #[test]
+    fn flipped_length_mid_last_segment_is_corrupt() {
+        let tmp = TempDir::new().unwrap();
+        write_records(tmp.path(), 10, 1 << 20);
+        let seg = segment_files(tmp.path()).remove(0);
+        flip(&seg, offset_of(3) + 1);
+        assert_corrupt(tmp.path(), &seg, offset_of(3), "length checksum mismatch");
+    }
+
+    #[test]
+    fn any_damage_in_non_last_segment_is_corrupt() {
+        type Damage = fn(&Path);
+        let cut: Damage = |p| {
+            let len = fs::metadata(p).unwrap().len();
+            let f = fs::OpenOptions::new().write(true).open(p).unwrap();
+            f.set_len(len - 3).unwrap();
+        };
+        let garbage_end: Damage = |p| flip(p, fs::metadata(p).unwrap().len() - 1);
+        let zeros: Damage = |p| {
+            let mut f = fs::OpenOptions::new().append(true).open(p).unwrap();
+            f.write_all(&[0u8; 64]).unwrap();
+        };
+        for damage in [cut, garbage_end, zeros] {
+            let tmp = TempDir::new().unwrap();
+            write_records(tmp.path(), 30, 64);
+            let files = segment_files(tmp.path());
+            assert!(files.len() > 2);
+            damage(&files[0]);
+            let err = reopen(tmp.path()).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, WalError::Corrupt { .. }), "{msg}");
+            assert!(msg.contains(&files[0].display().to_string()), "{msg}");
+        }
+    }
+
+    #[test]
+    fn replay_error_names_segment_and_offset() {
+        let tmp = TempDir::new().unwrap();
+        write_records(tmp.path(), 5, 1 << 20);
+        let err = Wal::open(opts(tmp.path(), 1 << 20), |r| {
+            if r == rec(3).as_slice() {
+                Err("nope".into())
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, WalError::Replay { offset, .. } if offset == offset_of(3)));
+        assert!(
+            msg.contains("00000000000000000001.wal") && msg.contains("nope"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn oversized_record_is_rejected_unwritten() {
+        let tmp = TempDir::new().unwrap();
+        let (mut wal, _) = Wal::open(opts(tmp.path(), 1 << 20), |_| Ok(())).unwrap();
+        let big = vec![0u8; MAX_RECORD_BYTES + 1];
+        let err = wal.append([b"ok".as_slice(), big.as_slice()]).unwrap_err();
+        assert!(matches!(err, WalError::TooLarge { .. }));
+        assert_eq!(wal.total_bytes(), 0);
+        let err = wal.checkpoint([big.as_slice()]).unwrap_err();
+        assert!(matches!(err, WalError::TooLarge { .. }));
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn checkpoint_replaces_old_segments() {
+        let tmp = TempDir::new().unwrap();
+        write_records(tmp.path(), 30, 64);
+        let ckpt: Vec<Vec<u8>> = vec![b"state-a".to_vec(), b"state-b".to_vec()];
+        let (old, _, mut wal) = reopen(tmp.path()).unwrap();
+        assert_eq!(old.len(), 30);
+        assert!(wal.segment_count() > 2);
+        wal.checkpoint(ckpt.iter().map(Vec::as_slice)).unwrap();
+        let files = segment_files(tmp.path());
+        assert_eq!(files.len(), 1);
+        assert_eq!(wal.segment_count(), 1);
+        assert_eq!(wal.total_bytes(), fs::metadata(&files[0]).unwrap().len());
+        wal.append([b"later".as_slice()]).unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        let (got, report, _) = reopen(tmp.path()).unwrap();
+        assert_eq!(got, [ckpt[0].clone(), ckpt[1].clone(), b"later".to_vec()]);
+        assert_eq!(report.segments, 1);
+    }
+
+    #[test]
+    fn leftover_tmp_is_removed_at_open() {
+        let tmp = TempDir::new().unwrap();
+        let recs = write_records(tmp.path(), 5, 1 << 20);
+        let leftover = tmp.path().join("00000000000000000002.wal.tmp");
+        fs::write(&leftover, b"half a checkpoint").unwrap();
+        fs::write(tmp.path().join("notes.txt"), b"not ours").unwrap();
+        let (got, report, _) = reopen(tmp.path()).unwrap();
+        assert_eq!(got, recs);
+        assert_eq!(report.segments, 1);
+        assert!(!leftover.exists());
+        assert!(tmp.path().join("notes.txt").exists());
+    }
+
+    #[test]
+    fn crash_after_rename_before_deletes_replays_old_then_checkpoint() {
+        let tmp = TempDir::new().unwrap();
+        let old = write_records(tmp.path(), 30, 64);
+        let saved: Vec<(PathBuf, Vec<u8>)> = segment_files(tmp.path())
+            .into_iter()
+            .map(|p| (p.clone(), fs::read(&p).unwrap()))
+            .collect();
+        let ckpt = [b"ckpt-1".as_slice(), b"ckpt-2".as_slice()];
+        let (_, _, mut wal) = reopen(tmp.path()).unwrap();
+        wal.checkpoint(ckpt).unwrap();
+        drop(wal);
+        for (p, bytes) in &saved {
+            fs::write(p, bytes).unwrap();
+        }
+        let (got, report, wal) = reopen(tmp.path()).unwrap();
+        let mut expected = old;
+        expected.extend(ckpt.iter().map(|r| r.to_vec()));
+        assert_eq!(got, expected);
+        assert_eq!(report.segments, saved.len() + 1);
+        assert_eq!(wal.segment_count(), saved.len() + 1);
+    }
+}

@@ -1,0 +1,140 @@
+//! SIGTERM on a node that leads groups: it hands leadership over before it exits (so the others
+//! get a new leader faster than an election timeout would allow), exits 0, and the rest of the
+//! cluster keeps serving. Prints the write-unavailability window seen by clients.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+/// Long enough that a leader elected because the old one vanished (rather than by a transfer)
+/// shows up clearly later than a transferred one.
+const ELECTION_MS: u64 = 2000;
+
+#[test]
+fn sigterm_transfers_leadership_then_exits_zero() {
+    let groups = [1, 2, 3];
+    let tuning = Tuning {
+        election_timeout_ms: Some(ELECTION_MS),
+        heartbeat_ms: Some(300),
+        ..Tuning::default()
+    };
+    let cluster = Cluster::start_with(3, &groups, tuning);
+    let leaders: Vec<(u64, u64)> = groups.iter().map(|&g| (g, cluster.leader_of(g))).collect();
+    let victim = leaders[0].1;
+    let led: Vec<u64> = leaders
+        .iter()
+        .filter(|(_, l)| *l == victim)
+        .map(|(g, _)| *g)
+        .collect();
+    let others: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|&id| id != victim)
+        .collect();
+    println!("graceful: node {victim} leads groups {led:?}; leaders {leaders:?}");
+
+    // One writer per led group, sending only to the nodes that stay.
+    let loads: Vec<(u64, Load)> = led
+        .iter()
+        .map(|&g| {
+            (
+                g,
+                Load::start(g, &format!("gs{g}"), 1, cluster.http_urls(&others)),
+            )
+        })
+        .collect();
+    for (g, load) in &loads {
+        assert!(
+            load.wait_progress(20, Duration::from_secs(20)),
+            "no progress on group {g}"
+        );
+    }
+
+    let node = cluster.node(victim);
+    let term_at = Instant::now();
+    node.send_signal(libc::SIGTERM);
+    let (mut moved_at, mut exited, mut saw_503) = (None, None, false);
+    let deadline = term_at + EXIT_TIMEOUT;
+    while (moved_at.is_none() || exited.is_none()) && Instant::now() < deadline {
+        if moved_at.is_none()
+            && led.iter().all(|&g| {
+                cluster
+                    .try_leader_among(g, &others)
+                    .is_some_and(|l| l != victim)
+            })
+        {
+            moved_at = Some(Instant::now());
+        }
+        if exited.is_none() {
+            if let Some(status) = node.try_exit() {
+                exited = Some((Instant::now(), status));
+            } else if node.readyz() == 503 {
+                saw_503 = true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let Some((exited_at, status)) = exited else {
+        node.sigkill();
+        panic!(
+            "node {victim} still running {EXIT_TIMEOUT:?} after SIGTERM\n{}",
+            node.log_tail(60)
+        );
+    };
+    let moved_at =
+        moved_at.unwrap_or_else(|| panic!("leadership never moved\n{}", cluster.describe()));
+    let ms = |t: Instant| t.duration_since(term_at).as_millis();
+    println!(
+        "graceful: new leaders seen {} ms after SIGTERM, exit {} ms after SIGTERM, readyz 503 seen: {saw_503}",
+        ms(moved_at),
+        ms(exited_at)
+    );
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM: {status}\n{}",
+        node.log_tail(60)
+    );
+    // Had the node just vanished, followers would wait a whole election timeout after its exit.
+    assert!(
+        moved_at <= exited_at + Duration::from_millis(ELECTION_MS / 2),
+        "leadership moved only {} ms after exit: no transfer before shutdown?",
+        moved_at.duration_since(exited_at).as_millis()
+    );
+
+    for (g, load) in &loads {
+        assert!(
+            load.wait_progress(20, Duration::from_secs(20)),
+            "group {g} writes stalled after shutdown"
+        );
+    }
+    let end = Instant::now();
+    for (g, load) in loads {
+        let stats = load.stop();
+        println!(
+            "graceful: group {g} write-unavailability window {} ms; {}",
+            stats.max_gap(term_at, end).as_millis(),
+            stats.summary()
+        );
+        assert!(
+            stats.hard_failures.is_empty(),
+            "group {g}: {}",
+            stats.summary()
+        );
+    }
+
+    // The others keep serving every group.
+    for &g in &groups {
+        let leader = cluster.leader_among(g, &others);
+        assert_ne!(leader, victim);
+        for &id in &others {
+            let n = cluster.node(id);
+            n.put_ok(g, &format!("after-{id}"), "x");
+            assert_eq!(
+                n.get_retry(g, &format!("after-{id}"), "linearizable")
+                    .text(),
+                "x"
+            );
+        }
+    }
+}
