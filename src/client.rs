@@ -7,14 +7,23 @@ use clap::{Args, Subcommand};
 #[derive(Debug, Args)]
 pub struct Target {
     /// HTTP address of the node to talk to.
-    #[arg(long, env = "RAFTNODE_HTTP_ADDR", default_value = "127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "RAFTNODE_HTTP_ADDR",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
     pub http_addr: String,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum KvCommand {
     /// Write a value (followers forward to the leader).
-    Put { group: u64, key: String, value: String },
+    Put {
+        group: u64,
+        key: String,
+        value: String,
+    },
     /// Read a value.
     Get {
         group: u64,
@@ -49,7 +58,10 @@ pub enum Call {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach {addr}: {source}")]
-    Connect { addr: String, source: reqwest::Error },
+    Connect {
+        addr: String,
+        source: reqwest::Error,
+    },
     #[error("{status}: {body}")]
     Refused { status: u16, body: String },
 }
@@ -81,9 +93,10 @@ pub async fn run(target: &Target, call: Call) -> Result<String, ClientError> {
         Call::Kv(KvCommand::Put { group, key, value }) => http
             .put(format!("{base}/v1/kv/{group}/{}", key_path(&key)))
             .body(value),
-        Call::Kv(KvCommand::Get { group, key, read }) => {
-            http.get(format!("{base}/v1/kv/{group}/{}?read={read}", key_path(&key)))
-        }
+        Call::Kv(KvCommand::Get { group, key, read }) => http.get(format!(
+            "{base}/v1/kv/{group}/{}?read={read}",
+            key_path(&key)
+        )),
         Call::Kv(KvCommand::Delete { group, key }) => {
             http.delete(format!("{base}/v1/kv/{group}/{}", key_path(&key)))
         }

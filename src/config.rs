@@ -67,7 +67,12 @@ pub struct ServeOptions {
     pub peers: Option<String>,
 
     /// Groups this node hosts, each spanning all peers. [default: 1]
-    #[arg(long, env = "RAFTNODE_GROUPS", value_delimiter = ',', value_name = "ID,...")]
+    #[arg(
+        long,
+        env = "RAFTNODE_GROUPS",
+        value_delimiter = ',',
+        value_name = "ID,..."
+    )]
     pub groups: Option<Vec<GroupId>>,
 
     /// Minimum election timeout; the maximum is twice this. [default: 1000]
@@ -232,7 +237,10 @@ pub fn parse_peers(s: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
         if id == 0 {
             return Err(invalid("peers", "node ids start at 1"));
         }
-        if addr.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+        if addr
+            .rsplit_once(':')
+            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
             return Err(invalid("peers", format!("{addr:?} is not HOST:PORT")));
         }
         if peers.insert(id, addr.to_string()).is_some() {
@@ -245,8 +253,14 @@ pub fn parse_peers(s: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
 impl Settings {
     pub fn resolve(o: ServeOptions) -> Result<Settings, ConfigError> {
         let node_id = positive("node_id", o.node_id.unwrap_or(1))?;
-        let grpc_addr = parse_addr("grpc_addr", o.grpc_addr.as_deref().unwrap_or("127.0.0.1:7070"))?;
-        let http_addr = parse_addr("http_addr", o.http_addr.as_deref().unwrap_or("127.0.0.1:8080"))?;
+        let grpc_addr = parse_addr(
+            "grpc_addr",
+            o.grpc_addr.as_deref().unwrap_or("127.0.0.1:7070"),
+        )?;
+        let http_addr = parse_addr(
+            "http_addr",
+            o.http_addr.as_deref().unwrap_or("127.0.0.1:8080"),
+        )?;
         let peers = match o.peers.as_deref() {
             Some(s) => parse_peers(s)?,
             None => BTreeMap::from([(node_id, grpc_addr.to_string())]),
@@ -286,13 +300,28 @@ impl Settings {
             heartbeat: ms(heartbeat),
             snapshot_logs: positive("snapshot_logs", o.snapshot_logs.unwrap_or(10_000))?,
             snapshot_keep_logs: o.snapshot_keep_logs.unwrap_or(1000),
-            max_key_bytes: positive("max_key_bytes", o.max_key_bytes.unwrap_or(4096) as u64)? as usize,
-            max_value_bytes: positive("max_value_bytes", o.max_value_bytes.unwrap_or(1 << 20) as u64)?
+            max_key_bytes: positive("max_key_bytes", o.max_key_bytes.unwrap_or(4096) as u64)?
                 as usize,
-            request_timeout: ms(positive("request_timeout_ms", o.request_timeout_ms.unwrap_or(5000))?),
-            shutdown_grace: ms(positive("shutdown_grace_ms", o.shutdown_grace_ms.unwrap_or(10_000))?),
-            leak_deadline: ms(positive("leak_deadline_ms", o.leak_deadline_ms.unwrap_or(5000))?),
-            wal_segment_bytes: positive("wal_segment_bytes", o.wal_segment_bytes.unwrap_or(64 << 20))?,
+            max_value_bytes: positive(
+                "max_value_bytes",
+                o.max_value_bytes.unwrap_or(1 << 20) as u64,
+            )? as usize,
+            request_timeout: ms(positive(
+                "request_timeout_ms",
+                o.request_timeout_ms.unwrap_or(5000),
+            )?),
+            shutdown_grace: ms(positive(
+                "shutdown_grace_ms",
+                o.shutdown_grace_ms.unwrap_or(10_000),
+            )?),
+            leak_deadline: ms(positive(
+                "leak_deadline_ms",
+                o.leak_deadline_ms.unwrap_or(5000),
+            )?),
+            wal_segment_bytes: positive(
+                "wal_segment_bytes",
+                o.wal_segment_bytes.unwrap_or(64 << 20),
+            )?,
             wal_checkpoint_bytes: positive(
                 "wal_checkpoint_bytes",
                 o.wal_checkpoint_bytes.unwrap_or(256 << 20),
@@ -362,7 +391,10 @@ mod tests {
             heartbeat_ms: Some(600),
             ..Default::default()
         };
-        assert!(Settings::resolve(o).unwrap_err().to_string().contains("heartbeat_ms"));
+        assert!(Settings::resolve(o)
+            .unwrap_err()
+            .to_string()
+            .contains("heartbeat_ms"));
     }
 
     #[test]

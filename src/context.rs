@@ -104,8 +104,11 @@ impl NodeContext {
     pub async fn stop_group(&self, id: GroupId, purge: bool) -> Result<(), GroupOpError> {
         let _serial = self.group_ops.lock().await;
         let group = self.registry.remove(id).ok_or(GroupOpError::NotFound(id))?;
-        crate::shutdown::hand_over_leadership(&[group.clone()], self.settings.shutdown_grace / 4)
-            .await;
+        crate::shutdown::hand_over_leadership(
+            std::slice::from_ref(&group),
+            self.settings.shutdown_grace / 4,
+        )
+        .await;
         group.stop(self.settings.leak_deadline).await;
         if purge {
             self.deps

@@ -159,40 +159,54 @@ impl<'a> Kv<'a> {
 
     async fn write(&self, group: GroupId, req: KvRequest) -> Result<(u64, bool), KvError> {
         let req = &req;
-        self.retry(group, || async {
-            let g = self.group(group)?;
-            match g.raft.client_write(req.clone()).await {
-                Ok(resp) => Ok(Next::Done((resp.log_id.index, resp.data.existed))),
-                Err(e) => self.route(group, e.forward_to_leader().map(|f| (f.leader_id, f.leader_node.clone())), &e),
-            }
-        }, |leader_addr| async move {
-            let mut client = self.client(group, leader_addr.0, &leader_addr.1)?;
-            let r = match req {
-                KvRequest::Put { key, value } => client
-                    .put(self.forward_request(pb::PutRequest {
-                        group_id: group,
-                        key: key.clone(),
-                        value: value.clone(),
-                    }))
-                    .await
-                    .map(|r| (r.into_inner().index, false)),
-                KvRequest::Delete { key } => client
-                    .delete(self.forward_request(pb::DeleteRequest {
-                        group_id: group,
-                        key: key.clone(),
-                    }))
-                    .await
-                    .map(|r| {
-                        let r = r.into_inner();
-                        (r.index, r.existed)
-                    }),
-            };
-            r.map_err(|s| KvError::from_status(group, s))
-        })
+        self.retry(
+            group,
+            || async {
+                let g = self.group(group)?;
+                match g.raft.client_write(req.clone()).await {
+                    Ok(resp) => Ok(Next::Done((resp.log_id.index, resp.data.existed))),
+                    Err(e) => self.route(
+                        group,
+                        e.forward_to_leader()
+                            .map(|f| (f.leader_id, f.leader_node.clone())),
+                        &e,
+                    ),
+                }
+            },
+            |leader_addr| async move {
+                let mut client = self.client(group, leader_addr.0, &leader_addr.1)?;
+                let r = match req {
+                    KvRequest::Put { key, value } => client
+                        .put(self.forward_request(pb::PutRequest {
+                            group_id: group,
+                            key: key.clone(),
+                            value: value.clone(),
+                        }))
+                        .await
+                        .map(|r| (r.into_inner().index, false)),
+                    KvRequest::Delete { key } => client
+                        .delete(self.forward_request(pb::DeleteRequest {
+                            group_id: group,
+                            key: key.clone(),
+                        }))
+                        .await
+                        .map(|r| {
+                            let r = r.into_inner();
+                            (r.index, r.existed)
+                        }),
+                };
+                r.map_err(|s| KvError::from_status(group, s))
+            },
+        )
         .await
     }
 
-    pub async fn get(&self, group: GroupId, key: String, mode: ReadMode) -> Result<Option<Vec<u8>>, KvError> {
+    pub async fn get(
+        &self,
+        group: GroupId,
+        key: String,
+        mode: ReadMode,
+    ) -> Result<Option<Vec<u8>>, KvError> {
         self.check_key(&key)?;
         if mode == ReadMode::Local {
             return Ok(self.group(group)?.sm.get(&key));
@@ -201,28 +215,37 @@ impl<'a> Kv<'a> {
             ReadMode::Lease => ReadPolicy::LeaseRead,
             _ => ReadPolicy::ReadIndex,
         };
-        self.retry(group, || async {
-            let g = self.group(group)?;
-            match g.raft.ensure_linearizable(policy.clone()).await {
-                Ok(_) => Ok(Next::Done(g.sm.get(&key))),
-                Err(e) => self.route(group, e.forward_to_leader().map(|f| (f.leader_id, f.leader_node.clone())), &e),
-            }
-        }, |leader| {
-            let key = key.clone();
-            async move {
-                let mut client = self.client(group, leader.0, &leader.1)?;
-                let r = client
-                    .get(self.forward_request(pb::GetRequest {
-                        group_id: group,
-                        key,
-                        read_mode: mode.to_pb() as i32,
-                    }))
-                    .await
-                    .map_err(|s| KvError::from_status(group, s))?
-                    .into_inner();
-                Ok(r.found.then_some(r.value))
-            }
-        })
+        self.retry(
+            group,
+            || async {
+                let g = self.group(group)?;
+                match g.raft.ensure_linearizable(policy.clone()).await {
+                    Ok(_) => Ok(Next::Done(g.sm.get(&key))),
+                    Err(e) => self.route(
+                        group,
+                        e.forward_to_leader()
+                            .map(|f| (f.leader_id, f.leader_node.clone())),
+                        &e,
+                    ),
+                }
+            },
+            |leader| {
+                let key = key.clone();
+                async move {
+                    let mut client = self.client(group, leader.0, &leader.1)?;
+                    let r = client
+                        .get(self.forward_request(pb::GetRequest {
+                            group_id: group,
+                            key,
+                            read_mode: mode.to_pb() as i32,
+                        }))
+                        .await
+                        .map_err(|s| KvError::from_status(group, s))?
+                        .into_inner();
+                    Ok(r.found.then_some(r.value))
+                }
+            },
+        )
         .await
     }
 
@@ -247,7 +270,12 @@ impl<'a> Kv<'a> {
         }
     }
 
-    async fn retry<T, F, Fut, G, GFut>(&self, group: GroupId, mut attempt: F, forward: G) -> Result<T, KvError>
+    async fn retry<T, F, Fut, G, GFut>(
+        &self,
+        group: GroupId,
+        mut attempt: F,
+        forward: G,
+    ) -> Result<T, KvError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<Next<T>, KvError>>,
@@ -280,15 +308,10 @@ impl<'a> Kv<'a> {
         leader: NodeId,
         addr: &str,
     ) -> Result<KvServiceClient<tonic::transport::Channel>, KvError> {
-        let channel = self
-            .ctx
-            .deps
-            .peers
-            .channel(leader, addr)
-            .map_err(|e| {
-                tracing::warn!(group, error = %e, "cannot forward to leader");
-                KvError::NoLeader(group)
-            })?;
+        let channel = self.ctx.deps.peers.channel(leader, addr).map_err(|e| {
+            tracing::warn!(group, error = %e, "cannot forward to leader");
+            KvError::NoLeader(group)
+        })?;
         Ok(KvServiceClient::new(channel)
             .max_decoding_message_size(crate::config::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(crate::config::MAX_MESSAGE_BYTES))

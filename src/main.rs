@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node. With no flags: a single-node cluster with group 1, data in ./raftnode-data.
-    Serve(ServeOptions),
+    Serve(Box<ServeOptions>),
     /// Put, get or delete keys through a node's HTTP API.
     Kv {
         #[command(flatten)]
@@ -45,7 +45,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(opts) => serve(opts),
+        Command::Serve(opts) => serve(*opts),
         Command::Kv { target, command } => call(&target, Call::Kv(command)),
         Command::Status { target } => call(&target, Call::Status),
         Command::Group { target, command } => call(&target, Call::Group(command)),
@@ -53,7 +53,10 @@ fn main() -> ExitCode {
 }
 
 fn call(target: &Target, call: Call) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("raftnode: cannot start a runtime: {e}");
@@ -101,7 +104,10 @@ fn serve(opts: ServeOptions) -> ExitCode {
 /// Runs the node; the first SIGTERM or SIGINT starts the graceful shutdown, a second one exits
 /// at once with status 130.
 async fn run_until_signalled(settings: Settings) -> ExitCode {
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(t), Ok(i)) => (t, i),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("raftnode: cannot install signal handlers: {e}");
@@ -131,7 +137,9 @@ async fn run_until_signalled(settings: Settings) -> ExitCode {
         }
         match stop_tx.take() {
             Some(tx) => {
-                tracing::info!("signal received: shutting down gracefully (send again to exit at once)");
+                tracing::info!(
+                    "signal received: shutting down gracefully (send again to exit at once)"
+                );
                 let _ = tx.send(());
             }
             None => {

@@ -21,7 +21,9 @@ impl Metrics {
     pub fn new(ctx: &Arc<NodeContext>) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         registry.register(Box::new(ctx.deps.storage.fsync_histogram().clone()))?;
         registry.register(Box::new(NodeCollector::new(Arc::downgrade(ctx))?))?;
         Ok(Metrics { registry })
@@ -76,14 +78,26 @@ impl Families {
         let kind = &["owner_kind"];
         Ok(Families {
             tasks: gauge("raftnode_owner_tasks", "Live tokio tasks per owner.", owner)?,
-            threads: gauge("raftnode_owner_threads", "Live OS threads per owner.", owner)?,
+            threads: gauge(
+                "raftnode_owner_threads",
+                "Live OS threads per owner.",
+                owner,
+            )?,
             connections: gauge(
                 "raftnode_owner_connections",
                 "Live connections per owner and direction.",
                 &["owner_kind", "owner", "direction"],
             )?,
-            starts: counter("raftnode_owner_starts_total", "Owners started, per kind.", kind)?,
-            stops: counter("raftnode_owner_stops_total", "Owners stopped, per kind.", kind)?,
+            starts: counter(
+                "raftnode_owner_starts_total",
+                "Owners started, per kind.",
+                kind,
+            )?,
+            stops: counter(
+                "raftnode_owner_stops_total",
+                "Owners stopped, per kind.",
+                kind,
+            )?,
             leaked_tasks: counter(
                 "raftnode_leaked_tasks_total",
                 "Tasks still alive when their owner's stop deadline passed.",
@@ -110,11 +124,31 @@ impl Families {
                 "OS threads of this process by name prefix, from /proc/self/task.",
                 &["prefix"],
             )?,
-            has_leader: gauge("raftnode_raft_has_leader", "1 if the group knows a leader.", &["group"])?,
-            is_leader: gauge("raftnode_raft_is_leader", "1 if this node leads the group.", &["group"])?,
-            term: gauge("raftnode_raft_term", "Current Raft term of the group.", &["group"])?,
-            commit: gauge("raftnode_raft_commit_index", "Committed log index of the group.", &["group"])?,
-            applied: gauge("raftnode_raft_applied_index", "Applied log index of the group.", &["group"])?,
+            has_leader: gauge(
+                "raftnode_raft_has_leader",
+                "1 if the group knows a leader.",
+                &["group"],
+            )?,
+            is_leader: gauge(
+                "raftnode_raft_is_leader",
+                "1 if this node leads the group.",
+                &["group"],
+            )?,
+            term: gauge(
+                "raftnode_raft_term",
+                "Current Raft term of the group.",
+                &["group"],
+            )?,
+            commit: gauge(
+                "raftnode_raft_commit_index",
+                "Committed log index of the group.",
+                &["group"],
+            )?,
+            applied: gauge(
+                "raftnode_raft_applied_index",
+                "Applied log index of the group.",
+                &["group"],
+            )?,
             build_info: gauge(
                 "raftnode_build_info",
                 "Constant 1, labelled with the build's version and revision.",
@@ -163,8 +197,15 @@ impl NodeCollector {
             let k = kind.as_str();
             f.tasks.with_label_values(&[k, &id]).set(c.tasks);
             f.threads.with_label_values(&[k, &id]).set(c.threads);
-            for (dir, n) in [(Direction::Inbound, c.inbound), (Direction::Outbound, c.outbound)] {
-                let d = if dir == Direction::Inbound { "inbound" } else { "outbound" };
+            for (dir, n) in [
+                (Direction::Inbound, c.inbound),
+                (Direction::Outbound, c.outbound),
+            ] {
+                let d = if dir == Direction::Inbound {
+                    "inbound"
+                } else {
+                    "outbound"
+                };
                 f.connections.with_label_values(&[k, &id, d]).set(n);
             }
         }
@@ -174,7 +215,9 @@ impl NodeCollector {
             f.starts.with_label_values(k).inc_by(t.starts);
             f.stops.with_label_values(k).inc_by(t.stops);
             f.leaked_tasks.with_label_values(k).inc_by(t.leaked_tasks);
-            f.leaked_threads.with_label_values(k).inc_by(t.leaked_threads);
+            f.leaked_threads
+                .with_label_values(k)
+                .inc_by(t.leaked_threads);
             f.leaked_connections
                 .with_label_values(k)
                 .inc_by(t.leaked_connections);
@@ -195,7 +238,9 @@ impl NodeCollector {
             let m = g.raft.metrics().borrow_watched().clone();
             let id = g.id.to_string();
             let l = &[id.as_str()];
-            f.has_leader.with_label_values(l).set(m.current_leader.is_some() as i64);
+            f.has_leader
+                .with_label_values(l)
+                .set(m.current_leader.is_some() as i64);
             f.is_leader
                 .with_label_values(l)
                 .set((m.current_leader == Some(m.id)) as i64);

@@ -195,9 +195,12 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
     }
 
     let grace = settings.shutdown_grace;
-    tokio::time::timeout(grace, shutdown(&ctx, peers, rpc, storage, storage_owner, http))
-        .await
-        .map_err(|_| NodeError::ShutdownTimeout(grace))?;
+    tokio::time::timeout(
+        grace,
+        shutdown(&ctx, peers, rpc, storage, storage_owner, http),
+    )
+    .await
+    .map_err(|_| NodeError::ShutdownTimeout(grace))?;
     if let Some(leak) = node.stop(settings.leak_deadline).await {
         tracing::error!(remaining = ?leak.names, "node owner leaked resources at exit");
     }
@@ -218,7 +221,10 @@ async fn shutdown(
     ctx.draining.store(true, Ordering::Release);
 
     let groups = ctx.registry.all();
-    tracing::info!(groups = groups.len(), "shutdown: step 2, handing over leadership");
+    tracing::info!(
+        groups = groups.len(),
+        "shutdown: step 2, handing over leadership"
+    );
     crate::shutdown::hand_over_leadership(&groups, s.shutdown_grace / 3).await;
 
     tracing::info!("shutdown: step 3, stopping groups");

@@ -70,7 +70,10 @@ pub async fn hand_over_leadership(groups: &[Arc<Group>], wait: Duration) {
         .await;
         match moved {
             Ok(Some(to)) => tracing::info!(group = g.id, to, "leadership moved"),
-            _ => tracing::warn!(group = g.id, "leadership did not move in time; stopping anyway"),
+            _ => tracing::warn!(
+                group = g.id,
+                "leadership did not move in time; stopping anyway"
+            ),
         }
     }
 }

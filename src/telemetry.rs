@@ -9,8 +9,8 @@ use crate::config::LogFormat;
 
 pub fn init(format: LogFormat) {
     // openraft narrates every election at info; its warnings and errors are what operators need.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 /// Thread name up to its last separator-free stem: `rn-wal-writer` stays whole, while numbered
 /// pool threads such as `tokio-runtime-w` or `raftnode-worker-3` fold into one prefix.
 pub fn prefix(name: &str) -> String {
-    let trimmed = name.trim_end().trim_end_matches(|c: char| c.is_ascii_digit());
+    let trimmed = name
+        .trim_end()
+        .trim_end_matches(|c: char| c.is_ascii_digit());
     let trimmed = trimmed.trim_end_matches(['-', '_', '#', ' ']);
     if trimmed.is_empty() {
         name.trim().to_string()

@@ -12,11 +12,7 @@ fn leader_kill_loses_no_acknowledged_write_and_node_catches_up() {
     let old = cluster.leader_of(g);
 
     let load = Load::start(g, "fo", 3, cluster.http_urls(&cluster.ids()));
-    assert!(
-        load.wait_progress(50, Duration::from_secs(20)),
-        "load made no progress before the kill: {}",
-        load.with_stats(|s| s.summary())
-    );
+    load.expect_progress(50, "before the kill");
 
     let killed_at = Instant::now();
     cluster.node(old).sigkill();
@@ -27,10 +23,7 @@ fn leader_kill_loses_no_acknowledged_write_and_node_catches_up() {
         "a successful write after the kill",
         || load.with_stats(|s| s.first_ok_sent_after(killed_at)),
     );
-    assert!(
-        load.wait_progress(50, Duration::from_secs(20)),
-        "load stalled after failover"
-    );
+    load.expect_progress(50, "after failover");
     let stats = load.stop();
     println!(
         "failover: node {old} killed; node {new} leader after {} ms; first acked write after {} ms; {}",

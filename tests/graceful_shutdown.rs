@@ -44,10 +44,7 @@ fn sigterm_transfers_leadership_then_exits_zero() {
         })
         .collect();
     for (g, load) in &loads {
-        assert!(
-            load.wait_progress(20, Duration::from_secs(20)),
-            "no progress on group {g}"
-        );
+        load.expect_progress(20, &format!("on group {g} before SIGTERM"));
     }
 
     let node = cluster.node(victim);
@@ -103,10 +100,7 @@ fn sigterm_transfers_leadership_then_exits_zero() {
     );
 
     for (g, load) in &loads {
-        assert!(
-            load.wait_progress(20, Duration::from_secs(20)),
-            "group {g} writes stalled after shutdown"
-        );
+        load.expect_progress(20, &format!("on group {g} after shutdown"));
     }
     let end = Instant::now();
     for (g, load) in loads {

@@ -12,10 +12,7 @@ fn group_added_and_removed_at_runtime_under_traffic() {
     cluster.leader_of(1);
     let load = Load::start(1, "rt", 2, cluster.http_urls(&cluster.ids()));
     let began = Instant::now();
-    assert!(
-        load.wait_progress(20, Duration::from_secs(20)),
-        "no progress on group 1"
-    );
+    load.expect_progress(20, "at start");
 
     // Start group 7 on every node (node 1, the lowest id, initialises it).
     for n in &cluster.nodes {
@@ -45,10 +42,7 @@ fn group_added_and_removed_at_runtime_under_traffic() {
             );
         }
     }
-    assert!(
-        load.wait_progress(20, Duration::from_secs(20)),
-        "group 1 stalled while group 7 ran"
-    );
+    load.expect_progress(20, "while group 7 ran");
 
     // Stop group 7 everywhere; node 3 also purges its data.
     for n in &cluster.nodes {
@@ -69,10 +63,7 @@ fn group_added_and_removed_at_runtime_under_traffic() {
         assert_error(&n.get(7, "seven-1"), 404, "group_not_found");
     }
 
-    assert!(
-        load.wait_progress(20, Duration::from_secs(20)),
-        "group 1 stalled after group 7 stopped"
-    );
+    load.expect_progress(20, "after group 7 stopped");
     let stats = load.stop();
     let window = stats.max_gap(began, Instant::now());
     println!(

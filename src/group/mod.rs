@@ -75,12 +75,22 @@ impl Group {
                 group: id,
                 reason: e.to_string(),
             })?;
-        let group = Group { id, raft, sm, owner };
+        let group = Group {
+            id,
+            raft,
+            sm,
+            owner,
+        };
         if let Some(members) = bootstrap {
-            let initialized = group.raft.is_initialized().await.map_err(|e| GroupError::Bootstrap {
-                group: id,
-                reason: e.to_string(),
-            })?;
+            let initialized =
+                group
+                    .raft
+                    .is_initialized()
+                    .await
+                    .map_err(|e| GroupError::Bootstrap {
+                        group: id,
+                        reason: e.to_string(),
+                    })?;
             if !initialized {
                 tracing::info!(group = id, members = ?members.keys().collect::<Vec<_>>(), "bootstrapping group");
                 if let Err(e) = group.owner.scope(group.raft.initialize(members)).await {

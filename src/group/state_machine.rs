@@ -59,9 +59,7 @@ impl KvStateMachine {
     /// Restores the state from the group's snapshot file, if there is one.
     pub fn open(group: GroupId, snapshot_dir: PathBuf) -> Result<Self, io::Error> {
         let mut state = KvState::default();
-        if let Some(bytes) =
-            snapshot_file::load(&snapshot_dir, group).map_err(io::Error::other)?
-        {
+        if let Some(bytes) = snapshot_file::load(&snapshot_dir, group).map_err(io::Error::other)? {
             let file: SnapshotFile = rmp_serde::from_slice(&bytes).map_err(|e| {
                 io::Error::other(format!(
                     "snapshot {} is undecodable: {e}",
@@ -174,7 +172,11 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
         let state = decode_state(meta, &snapshot)?;
         self.persist(meta.clone(), snapshot).await?;
         *self.write() = state;

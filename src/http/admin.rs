@@ -48,7 +48,13 @@ pub fn group_status(g: &Group) -> serde_json::Value {
 }
 
 pub async fn status(State(s): State<AppState>) -> impl IntoResponse {
-    let groups: Vec<_> = s.ctx.registry.all().iter().map(|g| group_status(g)).collect();
+    let groups: Vec<_> = s
+        .ctx
+        .registry
+        .all()
+        .iter()
+        .map(|g| group_status(g))
+        .collect();
     json_ok(json!({
         "node_id": s.ctx.node_id(),
         "ready": s.ctx.ready.load(std::sync::atomic::Ordering::Acquire) && !s.ctx.is_draining(),
@@ -58,10 +64,17 @@ pub async fn status(State(s): State<AppState>) -> impl IntoResponse {
     }))
 }
 
-pub async fn add_group(State(s): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+pub async fn add_group(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     let id = parse_id("group", &id)?;
     let created = s.ctx.start_group(id, true).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(json!({ "group": id, "created": created }))))
 }
 
@@ -74,16 +87,26 @@ pub async fn remove_group(
     let purge = match q.get("purge").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,
-        Some(other) => return Err(ApiError::bad_request(format!("purge must be true or false, not {other:?}"))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "purge must be true or false, not {other:?}"
+            )))
+        }
     };
     s.ctx.stop_group(id, purge).await?;
-    Ok(json_ok(json!({ "group": id, "stopped": true, "purged": purge })))
+    Ok(json_ok(
+        json!({ "group": id, "stopped": true, "purged": purge }),
+    ))
 }
 
 fn group(s: &AppState, id: &str) -> Result<Arc<Group>, ApiError> {
     let id = parse_id("group", id)?;
     s.ctx.registry.get(id).ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "group_not_found", format!("group {id} is not running on this node"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "group_not_found",
+            format!("group {id} is not running on this node"),
+        )
     })
 }
 
@@ -117,7 +140,10 @@ pub async fn transfer_leader(
     let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
     let to = match req.and_then(|r| r.to) {
         Some(to) if !voters.contains(&to) => {
-            return Err(ApiError::bad_request(format!("node {to} is not a voter of group {}", g.id)))
+            return Err(ApiError::bad_request(format!(
+                "node {to} is not a voter of group {}",
+                g.id
+            )))
         }
         Some(to) => to,
         None => {
@@ -126,18 +152,25 @@ pub async fn transfer_leader(
                 .as_ref()
                 .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
                 .unwrap_or_default();
-            crate::shutdown::pick_successor(m.id, voters, &matched)
-                .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "no_successor", "no other voter to transfer to"))?
+            crate::shutdown::pick_successor(m.id, voters, &matched).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "no_successor",
+                    "no other voter to transfer to",
+                )
+            })?
         }
     };
     if to == m.id {
         return Ok(json_ok(json!({ "group": g.id, "leader": to })));
     }
-    g.raft
-        .trigger()
-        .transfer_leader(to)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "group_stopped", e.to_string()))?;
+    g.raft.trigger().transfer_leader(to).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "group_stopped",
+            e.to_string(),
+        )
+    })?;
     Ok(json_ok(json!({ "group": g.id, "transferring_to": to })))
 }
 
@@ -148,9 +181,10 @@ struct NodeBody {
     addr: Option<String>,
 }
 
-fn membership_error<E: std::error::Error>(e: RaftError<E>) -> ApiError
+fn membership_error<E>(e: RaftError<E>) -> ApiError
 where
-    E: openraft::TryAsRef<openraft::errors::ForwardToLeader<crate::raft::types::TypeConfig>>,
+    E: std::error::Error
+        + openraft::TryAsRef<openraft::errors::ForwardToLeader<crate::raft::types::TypeConfig>>,
 {
     if let Some(f) = e.forward_to_leader() {
         return ApiError::not_leader(f.leader_id);
@@ -158,35 +192,79 @@ where
     ApiError::new(StatusCode::CONFLICT, "membership_conflict", e.to_string())
 }
 
-pub async fn add_learner(State(s): State<AppState>, Path(id): Path<String>, b: Bytes) -> Result<impl IntoResponse, ApiError> {
+pub async fn add_learner(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    b: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
     let g = group(&s, &id)?;
-    let req: NodeBody = body(&b)?.ok_or_else(|| ApiError::bad_request("body must be {\"node_id\": N, \"addr\": \"host:port\"}"))?;
-    let addr = req.addr.ok_or_else(|| ApiError::bad_request("addr (the learner's gRPC address) is required"))?;
-    crate::config::parse_peers(&format!("{}={addr}", req.node_id)).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let r = g.raft.add_learner(req.node_id, BasicNode::new(addr), true).await.map_err(membership_error)?;
-    Ok(json_ok(json!({ "group": g.id, "learner": req.node_id, "log_index": r.log_id.index })))
+    let req: NodeBody = body(&b)?.ok_or_else(|| {
+        ApiError::bad_request("body must be {\"node_id\": N, \"addr\": \"host:port\"}")
+    })?;
+    let addr = req
+        .addr
+        .ok_or_else(|| ApiError::bad_request("addr (the learner's gRPC address) is required"))?;
+    crate::config::parse_peers(&format!("{}={addr}", req.node_id))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let r = g
+        .raft
+        .add_learner(req.node_id, BasicNode::new(addr), true)
+        .await
+        .map_err(membership_error)?;
+    Ok(json_ok(
+        json!({ "group": g.id, "learner": req.node_id, "log_index": r.log_id.index }),
+    ))
 }
 
-pub async fn add_voter(State(s): State<AppState>, Path(id): Path<String>, b: Bytes) -> Result<impl IntoResponse, ApiError> {
+pub async fn add_voter(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    b: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
     let g = group(&s, &id)?;
-    let req: NodeBody = body(&b)?.ok_or_else(|| ApiError::bad_request("body must be {\"node_id\": N}"))?;
+    let req: NodeBody =
+        body(&b)?.ok_or_else(|| ApiError::bad_request("body must be {\"node_id\": N}"))?;
     let change = ChangeMembers::AddVoterIds(BTreeSet::from([req.node_id]));
-    let r = g.raft.change_membership(change, false).await.map_err(membership_error)?;
-    Ok(json_ok(json!({ "group": g.id, "voter": req.node_id, "log_index": r.log_id.index })))
+    let r = g
+        .raft
+        .change_membership(change, false)
+        .await
+        .map_err(membership_error)?;
+    Ok(json_ok(
+        json!({ "group": g.id, "voter": req.node_id, "log_index": r.log_id.index }),
+    ))
 }
 
-pub async fn remove_voter(State(s): State<AppState>, Path((id, node)): Path<(String, String)>) -> Result<impl IntoResponse, ApiError> {
+pub async fn remove_voter(
+    State(s): State<AppState>,
+    Path((id, node)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
     let g = group(&s, &id)?;
     let node = parse_id("node", &node)?;
     let change = ChangeMembers::RemoveVoters(BTreeSet::from([node]));
-    let r = g.raft.change_membership(change, false).await.map_err(membership_error)?;
-    Ok(json_ok(json!({ "group": g.id, "removed_voter": node, "log_index": r.log_id.index })))
+    let r = g
+        .raft
+        .change_membership(change, false)
+        .await
+        .map_err(membership_error)?;
+    Ok(json_ok(
+        json!({ "group": g.id, "removed_voter": node, "log_index": r.log_id.index }),
+    ))
 }
 
-pub async fn remove_learner(State(s): State<AppState>, Path((id, node)): Path<(String, String)>) -> Result<impl IntoResponse, ApiError> {
+pub async fn remove_learner(
+    State(s): State<AppState>,
+    Path((id, node)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
     let g = group(&s, &id)?;
     let node = parse_id("node", &node)?;
     let change = ChangeMembers::RemoveNodes(BTreeSet::from([node]));
-    let r = g.raft.change_membership(change, false).await.map_err(membership_error)?;
-    Ok(json_ok(json!({ "group": g.id, "removed_learner": node, "log_index": r.log_id.index })))
+    let r = g
+        .raft
+        .change_membership(change, false)
+        .await
+        .map_err(membership_error)?;
+    Ok(json_ok(
+        json!({ "group": g.id, "removed_learner": node, "log_index": r.log_id.index }),
+    ))
 }

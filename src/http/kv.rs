@@ -24,15 +24,21 @@ pub async fn put(
     let group = parse_id("group", &group)?;
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!(
-                "value exceeds max_value_bytes ({})",
-                s.ctx.settings.max_value_bytes
-            ))
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "value exceeds max_value_bytes ({})",
+                    s.ctx.settings.max_value_bytes
+                ),
+            )
         } else {
             ApiError::bad_request(r.body_text())
         }
     })?;
-    let index = Kv::new(&s.ctx, false).put(group, key, body.to_vec()).await?;
+    let index = Kv::new(&s.ctx, false)
+        .put(group, key, body.to_vec())
+        .await?;
     Ok(json_ok(json!({ "index": index })))
 }
 
@@ -45,7 +51,9 @@ pub async fn get(
     let mode = match q.get("read") {
         None => ReadMode::Linearizable,
         Some(m) => ReadMode::parse(m).ok_or_else(|| {
-            ApiError::bad_request(format!("read must be linearizable, lease or local, not {m:?}"))
+            ApiError::bad_request(format!(
+                "read must be linearizable, lease or local, not {m:?}"
+            ))
         })?,
     };
     match Kv::new(&s.ctx, false).get(group, key.clone(), mode).await? {

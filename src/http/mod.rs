@@ -29,23 +29,44 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     // Bodies beyond the value limit are refused by the KV handler with a JSON 413; this outer
     // limit only stops absurd uploads from being buffered at all.
-    let body_limit = state.ctx.settings.max_value_bytes.saturating_mul(2).max(1 << 20);
+    let body_limit = state
+        .ctx
+        .settings
+        .max_value_bytes
+        .saturating_mul(2)
+        .max(1 << 20);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(admin::status))
-        .route("/v1/kv/{group}/", get(kv::empty_key).put(kv::empty_key).delete(kv::empty_key))
-        .route("/v1/kv/{group}/{*key}", get(kv::get).put(kv::put).delete(kv::delete))
-        .route("/v1/groups/{id}", put(admin::add_group).delete(admin::remove_group))
-        .route("/v1/groups/{id}/transfer-leader", post(admin::transfer_leader))
+        .route(
+            "/v1/kv/{group}/",
+            get(kv::empty_key).put(kv::empty_key).delete(kv::empty_key),
+        )
+        .route(
+            "/v1/kv/{group}/{*key}",
+            get(kv::get).put(kv::put).delete(kv::delete),
+        )
+        .route(
+            "/v1/groups/{id}",
+            put(admin::add_group).delete(admin::remove_group),
+        )
+        .route(
+            "/v1/groups/{id}/transfer-leader",
+            post(admin::transfer_leader),
+        )
         .route("/v1/groups/{id}/learners", post(admin::add_learner))
-        .route("/v1/groups/{id}/learners/{node}", axum::routing::delete(admin::remove_learner))
+        .route(
+            "/v1/groups/{id}/learners/{node}",
+            axum::routing::delete(admin::remove_learner),
+        )
         .route("/v1/groups/{id}/voters", post(admin::add_voter))
-        .route("/v1/groups/{id}/voters/{node}", axum::routing::delete(admin::remove_voter))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
-        })
+        .route(
+            "/v1/groups/{id}/voters/{node}",
+            axum::routing::delete(admin::remove_voter),
+        )
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -74,10 +95,9 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
 
 /// Parses a path id, with a 400 that names what was wrong.
 pub(crate) fn parse_id(what: &str, s: &str) -> Result<u64, ApiError> {
-    s.parse::<u64>()
-        .ok()
-        .filter(|v| *v > 0)
-        .ok_or_else(|| ApiError::bad_request(format!("{what} must be a positive integer, not {s:?}")))
+    s.parse::<u64>().ok().filter(|v| *v > 0).ok_or_else(|| {
+        ApiError::bad_request(format!("{what} must be a positive integer, not {s:?}"))
+    })
 }
 
 pub(crate) fn json_ok(v: serde_json::Value) -> impl IntoResponse {

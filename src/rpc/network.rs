@@ -189,7 +189,11 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let req = (vote, snapshot.meta, serde_bytes::ByteBuf::from(snapshot.snapshot));
+        let req = (
+            vote,
+            snapshot.meta,
+            serde_bytes::ByteBuf::from(snapshot.snapshot),
+        );
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             r = self.call(Method::Snapshot, &req, option.hard_ttl()) => r.map_err(streaming),
@@ -201,6 +205,7 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(Method::TransferLeader, &req, option.hard_ttl()).await
+        self.call(Method::TransferLeader, &req, option.hard_ttl())
+            .await
     }
 }

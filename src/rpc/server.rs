@@ -41,13 +41,21 @@ impl Connected for CountedStream {
 }
 
 impl AsyncRead for CountedStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for CountedStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -82,7 +90,11 @@ pub struct RpcServer {
 impl RpcServer {
     /// Serves on an already bound listener, so that a bind failure is reported before startup
     /// goes any further.
-    pub fn start(ctx: Arc<NodeContext>, listener: TcpListener, owner: Owner) -> io::Result<RpcServer> {
+    pub fn start(
+        ctx: Arc<NodeContext>,
+        listener: TcpListener,
+        owner: Owner,
+    ) -> io::Result<RpcServer> {
         let local_addr = listener.local_addr()?;
         let conn_owner = owner.clone();
         let incoming = futures::stream::unfold(listener, move |l| {
@@ -143,7 +155,9 @@ fn group_of(ctx: &NodeContext, id: u64) -> Result<Arc<crate::group::Group>, Stat
 }
 
 /// Encodes openraft's answer; its error travels as text, which is all the caller needs.
-fn reply<T: Serialize, E: std::fmt::Display>(r: Result<T, E>) -> Result<Response<RaftReply>, Status> {
+fn reply<T: Serialize, E: std::fmt::Display>(
+    r: Result<T, E>,
+) -> Result<Response<RaftReply>, Status> {
     let r: Result<T, String> = r.map_err(|e| e.to_string());
     Ok(Response::new(RaftReply {
         payload: codec::encode(&r)?,
@@ -172,13 +186,19 @@ impl RaftService for RaftSvc {
         reply(g.raft.pre_vote(decode(&req)?).await)
     }
 
-    async fn append_entries(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+    async fn append_entries(
+        &self,
+        req: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
         let req = req.into_inner();
         let g = group_of(&self.ctx, req.group_id)?;
         reply(g.raft.append_entries(decode(&req)?).await)
     }
 
-    async fn install_snapshot(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+    async fn install_snapshot(
+        &self,
+        req: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
         let req = req.into_inner();
         let g = group_of(&self.ctx, req.group_id)?;
         let (vote, meta, data): (Vote, SnapshotMeta, serde_bytes::ByteBuf) = decode(&req)?;
@@ -189,7 +209,10 @@ impl RaftService for RaftSvc {
         reply(g.raft.install_full_snapshot(vote, snapshot).await)
     }
 
-    async fn transfer_leader(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+    async fn transfer_leader(
+        &self,
+        req: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
         let req = req.into_inner();
         let g = group_of(&self.ctx, req.group_id)?;
         reply(g.raft.handle_transfer_leader(decode(&req)?).await)
@@ -219,8 +242,9 @@ impl KvService for KvSvc {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetReply>, Status> {
         let fwd = forwarded(&req);
         let r = req.into_inner();
-        let mode = ReadMode::from_pb(r.read_mode)
-            .ok_or_else(|| Status::invalid_argument(format!("unknown read mode {}", r.read_mode)))?;
+        let mode = ReadMode::from_pb(r.read_mode).ok_or_else(|| {
+            Status::invalid_argument(format!("unknown read mode {}", r.read_mode))
+        })?;
         let value = Kv::new(&self.ctx, fwd)
             .get(r.group_id, r.key, mode)
             .await
@@ -231,7 +255,10 @@ impl KvService for KvSvc {
         }))
     }
 
-    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteReply>, Status> {
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteReply>, Status> {
         let fwd = forwarded(&req);
         let r = req.into_inner();
         let (index, existed) = Kv::new(&self.ctx, fwd)

@@ -102,7 +102,10 @@ pub struct Storage {
 
 impl Storage {
     /// Recovers the WAL under `opts.dir/wal` and starts the writer thread under `owner`.
-    pub fn open(opts: StorageOptions, owner: &Owner) -> Result<(Storage, RecoveryReport), StorageError> {
+    pub fn open(
+        opts: StorageOptions,
+        owner: &Owner,
+    ) -> Result<(Storage, RecoveryReport), StorageError> {
         let mut index = Index::default();
         let wal_opts = WalOptions {
             dir: opts.dir.join("wal"),
@@ -202,7 +205,8 @@ impl Storage {
         };
         if let Err(mpsc::SendError(op)) = tx.send(op) {
             let err = io::Error::other("WAL writer has stopped");
-            op.done.complete(&Err(io::Error::other("WAL writer has stopped")));
+            op.done
+                .complete(&Err(io::Error::other("WAL writer has stopped")));
             return Err(err);
         }
         Ok(())
@@ -227,11 +231,16 @@ impl Storage {
     }
 
     pub async fn save_vote(&self, group: GroupId, vote: Vote) -> io::Result<()> {
-        self.submit_and_wait(vec![Record::Vote { group, vote }]).await
+        self.submit_and_wait(vec![Record::Vote { group, vote }])
+            .await
     }
 
     pub fn save_committed(&self, group: GroupId, committed: Option<LogId>) -> io::Result<()> {
-        self.submit(vec![Record::Committed { group, committed }], false, Done::Nobody)
+        self.submit(
+            vec![Record::Committed { group, committed }],
+            false,
+            Done::Nobody,
+        )
     }
 
     pub fn append(
@@ -240,7 +249,11 @@ impl Storage {
         entries: Vec<Entry>,
         callback: IOFlushed<TypeConfig>,
     ) -> io::Result<()> {
-        self.submit(vec![Record::Append { group, entries }], true, Done::Raft(callback))
+        self.submit(
+            vec![Record::Append { group, entries }],
+            true,
+            Done::Raft(callback),
+        )
     }
 
     /// Not waited for: any later synced write (every acknowledged append) makes it durable
@@ -322,7 +335,9 @@ impl Writer {
     }
 
     fn write(&mut self, batch: &[Op]) -> io::Result<()> {
-        let payloads = batch.iter().flat_map(|op| op.payloads.iter().map(Vec::as_slice));
+        let payloads = batch
+            .iter()
+            .flat_map(|op| op.payloads.iter().map(Vec::as_slice));
         self.wal.append(payloads).map_err(io::Error::other)?;
         let stats = &self.inner.stats;
         stats.batches.fetch_add(1, Ordering::Relaxed);

@@ -10,15 +10,32 @@ use crate::raft::types::{Entry, GroupId, LogId, Vote};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Record {
-    Append { group: GroupId, entries: Vec<Entry> },
-    Vote { group: GroupId, vote: Vote },
-    Committed { group: GroupId, committed: Option<LogId> },
+    Append {
+        group: GroupId,
+        entries: Vec<Entry>,
+    },
+    Vote {
+        group: GroupId,
+        vote: Vote,
+    },
+    Committed {
+        group: GroupId,
+        committed: Option<LogId>,
+    },
     /// Removes entries after `after` (all of them when `None`).
-    Truncate { group: GroupId, after: Option<LogId> },
+    Truncate {
+        group: GroupId,
+        after: Option<LogId>,
+    },
     /// Removes entries up to and including `upto`, and remembers it as the purge point.
-    Purge { group: GroupId, upto: LogId },
+    Purge {
+        group: GroupId,
+        upto: LogId,
+    },
     /// Forgets a group entirely (its data was purged by an operator).
-    Drop { group: GroupId },
+    Drop {
+        group: GroupId,
+    },
 }
 
 impl Record {
@@ -90,7 +107,9 @@ impl Index {
                     g.entries.insert(e.log_id.index, e.clone());
                 }
             }
-            Record::Vote { group, vote } => self.groups.entry(*group).or_default().vote = Some(*vote),
+            Record::Vote { group, vote } => {
+                self.groups.entry(*group).or_default().vote = Some(*vote)
+            }
             Record::Committed { group, committed } => {
                 self.groups.entry(*group).or_default().committed = *committed
             }

@@ -252,10 +252,6 @@ pub fn assert_error(resp: &Resp, status: u16, code: &str) {
     );
 }
 
-pub fn exit_code(status: &ExitStatus) -> Option<i32> {
-    status.code()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Ports.
 
@@ -1046,6 +1042,8 @@ pub struct LoadStats {
     pub oks: Vec<(Instant, Instant)>,
     /// Retryable failures (503, connection errors, timeouts); the key was retried.
     pub retries: u64,
+    /// The most recent retryable failure, for diagnostics.
+    pub last_retry: Option<String>,
     /// Non-retryable failures; the key was given up.
     pub hard_failures: Vec<String>,
 }
@@ -1079,15 +1077,16 @@ impl LoadStats {
     }
 
     pub fn summary(&self) -> String {
+        let last = |what: &str, v: Option<&String>| {
+            v.map(|r| format!(" ({what}: {r})")).unwrap_or_default()
+        };
         format!(
-            "{} acked, {} retries, {} hard failures{}",
+            "{} acked, {} retries{}, {} hard failures{}",
             self.acked.len(),
             self.retries,
+            last("last", self.last_retry.as_ref()),
             self.hard_failures.len(),
-            self.hard_failures
-                .first()
-                .map(|f| format!(" (first: {f})"))
-                .unwrap_or_default()
+            last("first", self.hard_failures.first()),
         )
     }
 }
@@ -1137,6 +1136,14 @@ impl Load {
     pub fn wait_progress(&self, n: usize, timeout: Duration) -> bool {
         let start = self.acked();
         wait_until(timeout, || self.acked() >= start + n)
+    }
+
+    /// Panics, with the load's statistics, unless `n` more PUTs succeed within 20 s.
+    #[track_caller]
+    pub fn expect_progress(&self, n: usize, what: &str) {
+        if !self.wait_progress(n, Duration::from_secs(20)) {
+            panic!("load stalled {what}: {}", self.with_stats(|s| s.summary()));
+        }
     }
 
     pub fn stop(mut self) -> LoadStats {
@@ -1189,7 +1196,10 @@ fn load_thread(
             }
             target = (target + 1) % targets.len();
             if r.is_retryable() {
-                lock().retries += 1;
+                let mut s = lock();
+                s.retries += 1;
+                s.last_retry = Some(format!("PUT {url}: {r}"));
+                drop(s);
                 sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_millis(500));
             } else {
