@@ -216,55 +216,50 @@ pub async fn add_learner(
     ))
 }
 
-pub async fn add_voter(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    b: Bytes,
-) -> Result<impl IntoResponse, ApiError> {
-    let g = group(&s, &id)?;
-    let req: NodeBody =
-        body(&b)?.ok_or_else(|| ApiError::bad_request("body must be {\"node_id\": N}"))?;
-    let change = ChangeMembers::AddVoterIds(BTreeSet::from([req.node_id]));
+/// Applies one membership change to group `id` and reports the log index it committed at.
+async fn change(
+    s: &AppState,
+    id: &str,
+    what: &'static str,
+    node: NodeId,
+    change: ChangeMembers<NodeId, BasicNode>,
+) -> Result<impl IntoResponse + use<>, ApiError> {
+    let g = group(s, id)?;
     let r = g
         .raft
         .change_membership(change, false)
         .await
         .map_err(membership_error)?;
     Ok(json_ok(
-        json!({ "group": g.id, "voter": req.node_id, "log_index": r.log_id.index }),
+        json!({ "group": g.id, what: node, "log_index": r.log_id.index }),
     ))
+}
+
+pub async fn add_voter(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    b: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let req: NodeBody =
+        body(&b)?.ok_or_else(|| ApiError::bad_request("body must be {\"node_id\": N}"))?;
+    let members = ChangeMembers::AddVoterIds(BTreeSet::from([req.node_id]));
+    change(&s, &id, "voter", req.node_id, members).await
 }
 
 pub async fn remove_voter(
     State(s): State<AppState>,
     Path((id, node)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let g = group(&s, &id)?;
     let node = parse_id("node", &node)?;
-    let change = ChangeMembers::RemoveVoters(BTreeSet::from([node]));
-    let r = g
-        .raft
-        .change_membership(change, false)
-        .await
-        .map_err(membership_error)?;
-    Ok(json_ok(
-        json!({ "group": g.id, "removed_voter": node, "log_index": r.log_id.index }),
-    ))
+    let members = ChangeMembers::RemoveVoters(BTreeSet::from([node]));
+    change(&s, &id, "removed_voter", node, members).await
 }
 
 pub async fn remove_learner(
     State(s): State<AppState>,
     Path((id, node)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let g = group(&s, &id)?;
     let node = parse_id("node", &node)?;
-    let change = ChangeMembers::RemoveNodes(BTreeSet::from([node]));
-    let r = g
-        .raft
-        .change_membership(change, false)
-        .await
-        .map_err(membership_error)?;
-    Ok(json_ok(
-        json!({ "group": g.id, "removed_learner": node, "log_index": r.log_id.index }),
-    ))
+    let members = ChangeMembers::RemoveNodes(BTreeSet::from([node]));
+    change(&s, &id, "removed_learner", node, members).await
 }

@@ -53,6 +53,8 @@ pub struct Tuning {
     pub heartbeat_ms: Option<u64>,
     /// Snapshot after this many log entries since the last snapshot.
     pub snapshot_logs: Option<u64>,
+    /// Log entries kept behind a snapshot (0 forces lagging followers onto the snapshot path).
+    pub snapshot_keep_logs: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
     pub max_value_bytes: Option<u64>,
     pub max_key_bytes: Option<u64>,
@@ -65,6 +67,7 @@ impl Default for Tuning {
             election_timeout_ms: Some(1000),
             heartbeat_ms: Some(200),
             snapshot_logs: None,
+            snapshot_keep_logs: None,
             shutdown_grace_ms: None,
             max_value_bytes: None,
             max_key_bytes: None,
@@ -78,6 +81,7 @@ impl Tuning {
             ("--election-timeout-ms", self.election_timeout_ms),
             ("--heartbeat-ms", self.heartbeat_ms),
             ("--snapshot-logs", self.snapshot_logs),
+            ("--snapshot-keep-logs", self.snapshot_keep_logs),
             ("--shutdown-grace-ms", self.shutdown_grace_ms),
             ("--max-value-bytes", self.max_value_bytes),
             ("--max-key-bytes", self.max_key_bytes),
