@@ -151,6 +151,12 @@ async fn fsyncs(client: &reqwest::Client, node: &Node) -> f64 {
 
 #[tokio::main]
 async fn main() {
+    // `cargo test --all-targets` runs bench binaries without `--bench`; the cluster run is for
+    // `cargo bench` only.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("cluster bench: skipped (run it with `cargo bench --bench cluster`)");
+        return;
+    }
     let secs: u64 = std::env::var("BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
