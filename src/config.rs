@@ -126,6 +126,11 @@ pub struct ServeOptions {
     #[arg(long, env = "RAFTNODE_WORKER_THREADS", value_name = "N")]
     pub worker_threads: Option<usize>,
 
+    /// Label Raft metrics per group; turn off (false) for thousands of groups to export
+    /// node-wide aggregates instead. [default: true]
+    #[arg(long, env = "RAFTNODE_METRICS_GROUP_LABELS", value_name = "BOOL")]
+    pub metrics_group_labels: Option<bool>,
+
     /// Log line format. [default: text]
     #[arg(long, env = "RAFTNODE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -166,6 +171,7 @@ impl ServeOptions {
             wal_segment_bytes,
             wal_checkpoint_bytes,
             worker_threads,
+            metrics_group_labels,
             log_format,
         ))
     }
@@ -203,6 +209,7 @@ pub struct Settings {
     pub wal_segment_bytes: u64,
     pub wal_checkpoint_bytes: u64,
     pub worker_threads: usize,
+    pub metrics_group_labels: bool,
     pub log_format: LogFormat,
 }
 
@@ -327,6 +334,7 @@ impl Settings {
                 o.wal_checkpoint_bytes.unwrap_or(256 << 20),
             )?,
             worker_threads: o.worker_threads.unwrap_or(0),
+            metrics_group_labels: o.metrics_group_labels.unwrap_or(true),
             log_format: o.log_format.unwrap_or(LogFormat::Text),
         })
     }

@@ -163,14 +163,21 @@ impl<'a> Kv<'a> {
             group,
             || async {
                 let g = self.group(group)?;
+                let proposal = g.stats.proposal();
                 match g.raft.client_write(req.clone()).await {
-                    Ok(resp) => Ok(Next::Done((resp.log_id.index, resp.data.existed))),
-                    Err(e) => self.route(
-                        group,
-                        e.forward_to_leader()
-                            .map(|f| (f.leader_id, f.leader_node.clone())),
-                        &e,
-                    ),
+                    Ok(resp) => {
+                        proposal.finish(Some(true));
+                        Ok(Next::Done((resp.log_id.index, resp.data.existed)))
+                    }
+                    Err(e) => {
+                        proposal.finish(e.forward_to_leader().is_none().then_some(false));
+                        self.route(
+                            group,
+                            e.forward_to_leader()
+                                .map(|f| (f.leader_id, f.leader_node.clone())),
+                            &e,
+                        )
+                    }
                 }
             },
             |leader_addr| async move {

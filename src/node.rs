@@ -147,6 +147,7 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
         storage: storage.clone(),
         peers: peers.clone(),
         max_message_bytes: crate::config::MAX_MESSAGE_BYTES,
+        rpc_metrics: Arc::new(crate::metrics::RpcMetrics::new()?),
     };
     let ctx = NodeContext::new(settings.clone(), ledger.clone(), node.clone(), deps, fresh);
     let rpc = RpcServer::start(

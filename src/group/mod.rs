@@ -5,10 +5,13 @@
 pub mod state_machine;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::BasicNode;
+use tokio_util::sync::CancellationToken;
 
 use crate::ledger::{Leak, Owner};
 use crate::raft::log_store::GroupLogStore;
@@ -39,12 +42,53 @@ pub struct GroupDeps {
     pub storage: Storage,
     pub peers: Peers,
     pub max_message_bytes: usize,
+    pub rpc_metrics: Arc<crate::metrics::RpcMetrics>,
+}
+
+/// Figures of one group that openraft's metrics do not carry.
+#[derive(Default)]
+pub struct GroupStats {
+    pub proposals_committed: AtomicU64,
+    pub proposals_failed: AtomicU64,
+    pub proposals_pending: AtomicI64,
+    pub leader_changes: AtomicU64,
+}
+
+impl GroupStats {
+    /// Counts one proposal from submission to its outcome; `None` means it was never proposed
+    /// here (redirected to the leader), which is neither a commit nor a failure.
+    pub fn proposal(&self) -> ProposalGuard<'_> {
+        self.proposals_pending.fetch_add(1, Ordering::Relaxed);
+        ProposalGuard { stats: self }
+    }
+}
+
+pub struct ProposalGuard<'a> {
+    stats: &'a GroupStats,
+}
+
+impl ProposalGuard<'_> {
+    pub fn finish(self, outcome: Option<bool>) {
+        match outcome {
+            Some(true) => &self.stats.proposals_committed,
+            Some(false) => &self.stats.proposals_failed,
+            None => return,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for ProposalGuard<'_> {
+    fn drop(&mut self) {
+        self.stats.proposals_pending.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 pub struct Group {
     pub id: GroupId,
     pub raft: Raft,
     pub sm: KvStateMachine,
+    pub stats: Arc<GroupStats>,
     owner: Owner,
 }
 
@@ -60,8 +104,14 @@ impl Group {
         let sm = KvStateMachine::open(id, deps.storage.snapshot_dir().to_path_buf())
             .map_err(|source| GroupError::Open { group: id, source })?;
         let log = GroupLogStore::new(deps.storage.clone(), id);
-        let net =
-            GroupNetworkFactory::new(id, deps.node_id, deps.peers.clone(), deps.max_message_bytes);
+        let net = GroupNetworkFactory::new(
+            id,
+            deps.node_id,
+            deps.peers.clone(),
+            deps.max_message_bytes,
+            owner.clone(),
+            deps.rpc_metrics.clone(),
+        );
         let raft = owner
             .scope(Raft::new(
                 deps.node_id,
@@ -75,10 +125,16 @@ impl Group {
                 group: id,
                 reason: e.to_string(),
             })?;
+        let stats = Arc::new(GroupStats::default());
+        owner.spawn(
+            "leader-watch",
+            watch_leader(raft.clone(), stats.clone(), owner.token().clone()),
+        );
         let group = Group {
             id,
             raft,
             sm,
+            stats,
             owner,
         };
         if let Some(members) = bootstrap {
@@ -118,5 +174,22 @@ impl Group {
             tracing::warn!(group = self.id, error = %e, "openraft shutdown reported an error");
         }
         self.owner.stop(deadline).await
+    }
+}
+
+/// Counts leader changes as this node sees them, for `raftnode_raft_leader_changes_seen_total`.
+async fn watch_leader(raft: Raft, stats: Arc<GroupStats>, stop: CancellationToken) {
+    let mut rx = raft.metrics();
+    let mut leader = rx.borrow_watched().current_leader;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = rx.changed() => if changed.is_err() { return },
+        }
+        let now = rx.borrow_watched().current_leader;
+        if now != leader && now.is_some() {
+            stats.leader_changes.fetch_add(1, Ordering::Relaxed);
+        }
+        leader = now;
     }
 }

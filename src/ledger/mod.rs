@@ -5,19 +5,21 @@
 //! pools. Here the only way to spawn is through an owner handle (clippy's `disallowed-methods`
 //! enforces it), so a stopped owner whose counts are not zero is a leak that can be named.
 
+mod conn;
 mod verdict;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use conn::Counted;
 pub use verdict::{verdict, Leak, Residual};
 
 /// The kinds of owner, as they appear in the `owner_kind` metric label (a contract).
@@ -145,6 +147,8 @@ impl Ledger {
             outbound: AtomicI64::new(0),
             next_item: AtomicU64::new(1),
             live: Mutex::new(BTreeMap::new()),
+            stopped: AtomicBool::new(false),
+            monitor: (kind == OwnerKind::Group).then(tokio_metrics::TaskMonitor::new),
         });
         lock(&self.inner.owners).insert(key, Arc::downgrade(&inner));
         self.inner.totals[kind.index()]
@@ -153,19 +157,34 @@ impl Ledger {
         Owner { inner }
     }
 
-    /// Every owner still alive (not yet dropped), with its live counts.
+    /// Every owner that is running, or stopped with resources left, with its live counts.
     pub fn owners(&self) -> Vec<(OwnerKind, String, Counts)> {
+        self.live_owners()
+            .iter()
+            .map(|o| (o.inner.kind, o.inner.id.clone(), o.counts()))
+            .collect()
+    }
+
+    /// Handles to the owners that [`Ledger::owners`] lists.
+    pub fn live_owners(&self) -> Vec<Owner> {
         let owners = lock(&self.inner.owners);
         owners
             .values()
             .filter_map(Weak::upgrade)
-            .map(|o| (o.kind, o.id.clone(), o.counts()))
+            .filter(|o| !o.stopped.load(Ordering::Acquire) || o.counts() != Counts::default())
+            .map(|inner| Owner { inner })
             .collect()
     }
 
-    /// Tasks owned by anyone, for the unowned-task figure (tokio's alive tasks minus these).
+    /// Tasks owned by anyone, stopped or not, for the unowned-task figure (tokio's alive tasks
+    /// minus these).
     pub fn owned_tasks(&self) -> i64 {
-        self.owners().iter().map(|(_, _, c)| c.tasks).sum()
+        let owners = lock(&self.inner.owners);
+        owners
+            .values()
+            .filter_map(Weak::upgrade)
+            .map(|o| o.tasks.load(Ordering::Relaxed))
+            .sum()
     }
 
     pub fn totals(&self, kind: OwnerKind) -> KindSnapshot {
@@ -213,6 +232,12 @@ struct OwnerInner {
     outbound: AtomicI64,
     next_item: AtomicU64,
     live: Mutex<BTreeMap<u64, Item>>,
+    /// Set at stop. A stopped owner with nothing left drops out of [`Ledger::owners`], so its
+    /// series vanish; one with leftovers stays visible until they end.
+    stopped: AtomicBool,
+    /// Poll and scheduling figures of the owner's tasks (groups only: they are the unit that
+    /// can misbehave on its own).
+    monitor: Option<tokio_metrics::TaskMonitor>,
 }
 
 impl OwnerInner {
@@ -313,6 +338,11 @@ impl Owner {
         self.inner.counts()
     }
 
+    /// The tokio-metrics monitor of this owner's tasks, for groups.
+    pub fn task_monitor(&self) -> Option<&tokio_metrics::TaskMonitor> {
+        self.inner.monitor.as_ref()
+    }
+
     /// Spawns a tokio task owned by this owner. The task also runs with this owner as the
     /// task-local current owner, so that whatever it spawns through [`spawn_current`] is
     /// attributed here as well.
@@ -331,7 +361,10 @@ impl Owner {
             let _guard = guard;
             fut.await
         });
-        self.inner.tracker.spawn(scoped)
+        match &self.inner.monitor {
+            Some(m) => self.inner.tracker.spawn(m.instrument(scoped)),
+            None => self.inner.tracker.spawn(scoped),
+        }
     }
 
     /// Runs a blocking closure on tokio's blocking pool, counted as one of this owner's tasks.
@@ -403,6 +436,7 @@ impl Owner {
     /// Records the stop and returns the leak verdict on what is still alive now.
     fn finish(&self) -> Option<Leak> {
         let inner = &self.inner;
+        inner.stopped.store(true, Ordering::Release);
         inner.ledger.inner.totals[inner.kind.index()]
             .stops
             .fetch_add(1, Ordering::Relaxed);

@@ -15,7 +15,12 @@ use openraft::raft::{
 use openraft::{BasicNode, OptionalSend, RPCTypes};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::sync::Arc;
+
 use tonic::transport::Channel;
+
+use crate::ledger::{Direction, Owner};
+use crate::metrics::RpcMetrics;
 
 use crate::raft::types::{GroupId, NodeId, Snapshot, TypeConfig, Vote};
 use crate::rpc::codec;
@@ -29,15 +34,26 @@ pub struct GroupNetworkFactory {
     node: NodeId,
     peers: Peers,
     max_message_bytes: usize,
+    owner: Owner,
+    metrics: Arc<RpcMetrics>,
 }
 
 impl GroupNetworkFactory {
-    pub fn new(group: GroupId, node: NodeId, peers: Peers, max_message_bytes: usize) -> Self {
+    pub fn new(
+        group: GroupId,
+        node: NodeId,
+        peers: Peers,
+        max_message_bytes: usize,
+        owner: Owner,
+        metrics: Arc<RpcMetrics>,
+    ) -> Self {
         GroupNetworkFactory {
             group,
             node,
             peers,
             max_message_bytes,
+            owner,
+            metrics,
         }
     }
 }
@@ -57,6 +73,11 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
             node: self.node,
             target,
             client,
+            owner: self.owner.clone(),
+            rtt: self
+                .metrics
+                .peer_rtt
+                .with_label_values(&[target.to_string()]),
         }
     }
 }
@@ -69,6 +90,10 @@ pub struct GroupNetwork {
     /// An address that cannot even be parsed is reported on every call, not at creation,
     /// because openraft's factory cannot fail.
     client: Result<RaftServiceClient<Channel>, String>,
+    /// The group's owner: each call in flight counts as one of its outbound streams on the
+    /// shared channel, the group-level analogue of JRaft's per-group connections.
+    owner: Owner,
+    rtt: prometheus::Histogram,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +106,18 @@ enum Method {
     Append,
     Snapshot,
     TransferLeader,
+}
+
+impl Method {
+    fn name(&self) -> &'static str {
+        match self {
+            Method::Vote => "vote",
+            Method::PreVote => "pre_vote",
+            Method::Append => "append_entries",
+            Method::Snapshot => "install_snapshot",
+            Method::TransferLeader => "transfer_leader",
+        }
+    }
 }
 
 impl GroupNetwork {
@@ -99,6 +136,11 @@ impl GroupNetwork {
             group_id: self.group,
             payload,
         };
+        let _stream = self.owner.track_connection(
+            Direction::Outbound,
+            format!("{} {}", self.target, method.name()),
+        );
+        let started = std::time::Instant::now();
         let fut = async {
             match method {
                 Method::Vote => client.vote(request).await,
@@ -120,6 +162,7 @@ impl GroupNetwork {
             Ok(Err(status)) => return Err(status_error(status)),
             Ok(Ok(r)) => r.into_inner(),
         };
+        self.rtt.observe(started.elapsed().as_secs_f64());
         // The remote side answers Result<Resp, String>, the error being its Raft error's text
         // (for instance, the group is shutting down there); openraft backs off from that peer.
         let result: Result<Resp, String> =

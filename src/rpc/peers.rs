@@ -6,9 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::ledger::{Owner, OwnerKind};
+use crate::ledger::{Counted, Direction, Owner, OwnerKind};
 use crate::raft::types::NodeId;
 
 struct Peer {
@@ -61,8 +63,8 @@ impl Peers {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
-        let channel = endpoint.connect_lazy();
         let owner = self.parent.child(OwnerKind::Peer, node.to_string());
+        let channel = endpoint.connect_with_connector_lazy(counting_connector(owner.clone()));
         if let Some(old) = peers.insert(
             node,
             Peer {
@@ -88,4 +90,37 @@ impl Peers {
             p.owner.stop(deadline).await;
         }
     }
+}
+
+/// Dials like tonic's own connector, but each socket counts as an outbound connection of the
+/// peer's owner for exactly as long as hyper keeps it.
+fn counting_connector(
+    owner: Owner,
+) -> impl tower::Service<
+    Uri,
+    Response = TokioIo<Counted<TcpStream>>,
+    Error = std::io::Error,
+    Future = impl Send,
+> + Clone
+       + Send
+       + 'static {
+    tower::service_fn(move |uri: Uri| {
+        let owner = owner.clone();
+        async move {
+            let host = uri
+                .host()
+                .unwrap_or_default()
+                .trim_matches(['[', ']'])
+                .to_string();
+            let port = uri.port_u16().unwrap_or(80);
+            let stream = TcpStream::connect((host.as_str(), port)).await?;
+            stream.set_nodelay(true)?;
+            let peer = stream
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| format!("{host}:{port}"));
+            let guard = owner.track_connection(Direction::Outbound, peer);
+            Ok(TokioIo::new(Counted::new(stream, guard)))
+        }
+    })
 }

@@ -2,83 +2,27 @@
 //! through the registry; an unknown group is NOT_FOUND. Accepted sockets are wrapped so that
 //! each counts as an inbound connection of the `rpc_server` owner for exactly its lifetime.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
 use crate::context::NodeContext;
+use crate::group::Group;
 use crate::kv::{Kv, ReadMode};
-use crate::ledger::{Direction, ItemGuard, Owner};
+use crate::ledger::{Counted, Direction, Owner};
 use crate::raft::types::{Snapshot, SnapshotMeta, Vote};
 use crate::rpc::codec;
 use crate::rpc::pb::kv_service_server::{KvService, KvServiceServer};
 use crate::rpc::pb::raft_service_server::{RaftService, RaftServiceServer};
 use crate::rpc::pb::{self, RaftReply, RaftRequest};
 use crate::rpc::FORWARDED_HEADER;
-
-/// An accepted socket that counts itself in the ledger until it is dropped.
-pub struct CountedStream {
-    inner: TcpStream,
-    _guard: ItemGuard,
-}
-
-impl Connected for CountedStream {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
-    }
-}
-
-impl AsyncRead for CountedStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for CountedStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
 
 /// The running server: stop it with [`RpcServer::stop`].
 pub struct RpcServer {
@@ -102,10 +46,10 @@ impl RpcServer {
             async move {
                 let accepted = l.accept().await.map(|(stream, peer)| {
                     let _ = stream.set_nodelay(true);
-                    CountedStream {
-                        inner: stream,
-                        _guard: owner.track_connection(Direction::Inbound, peer.to_string()),
-                    }
+                    Counted::new(
+                        stream,
+                        owner.track_connection(Direction::Inbound, peer.to_string()),
+                    )
                 });
                 Some((accepted, l))
             }
@@ -172,50 +116,83 @@ struct RaftSvc {
     ctx: Arc<NodeContext>,
 }
 
+impl RaftSvc {
+    /// Routes one Raft RPC to its group, decodes it, runs it, and counts the outcome.
+    async fn handle<Req, T, E, Fut>(
+        &self,
+        method: &'static str,
+        req: Request<RaftRequest>,
+        call: impl FnOnce(Arc<Group>, Req) -> Fut,
+    ) -> Result<Response<RaftReply>, Status>
+    where
+        Req: DeserializeOwned,
+        T: Serialize,
+        E: std::fmt::Display,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let r = async {
+            let req = req.into_inner();
+            let g = group_of(&self.ctx, req.group_id)?;
+            reply(call(g, decode(&req)?).await)
+        }
+        .await;
+        self.ctx.deps.rpc_metrics.served("raft", method, &r);
+        r
+    }
+}
+
 #[tonic::async_trait]
 impl RaftService for RaftSvc {
     async fn vote(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let req = req.into_inner();
-        let g = group_of(&self.ctx, req.group_id)?;
-        reply(g.raft.vote(decode(&req)?).await)
+        self.handle("vote", req, |g, r| async move { g.raft.vote(r).await })
+            .await
     }
 
     async fn pre_vote(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let req = req.into_inner();
-        let g = group_of(&self.ctx, req.group_id)?;
-        reply(g.raft.pre_vote(decode(&req)?).await)
+        self.handle(
+            "pre_vote",
+            req,
+            |g, r| async move { g.raft.pre_vote(r).await },
+        )
+        .await
     }
 
     async fn append_entries(
         &self,
         req: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let req = req.into_inner();
-        let g = group_of(&self.ctx, req.group_id)?;
-        reply(g.raft.append_entries(decode(&req)?).await)
+        self.handle("append_entries", req, |g, r| async move {
+            g.raft.append_entries(r).await
+        })
+        .await
     }
 
     async fn install_snapshot(
         &self,
         req: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let req = req.into_inner();
-        let g = group_of(&self.ctx, req.group_id)?;
-        let (vote, meta, data): (Vote, SnapshotMeta, serde_bytes::ByteBuf) = decode(&req)?;
-        let snapshot = Snapshot {
-            meta,
-            snapshot: data.into_vec(),
-        };
-        reply(g.raft.install_full_snapshot(vote, snapshot).await)
+        self.handle(
+            "install_snapshot",
+            req,
+            |g, (vote, meta, data): (Vote, SnapshotMeta, serde_bytes::ByteBuf)| async move {
+                let snapshot = Snapshot {
+                    meta,
+                    snapshot: data.into_vec(),
+                };
+                g.raft.install_full_snapshot(vote, snapshot).await
+            },
+        )
+        .await
     }
 
     async fn transfer_leader(
         &self,
         req: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let req = req.into_inner();
-        let g = group_of(&self.ctx, req.group_id)?;
-        reply(g.raft.handle_transfer_leader(decode(&req)?).await)
+        self.handle("transfer_leader", req, |g, r| async move {
+            g.raft.handle_transfer_leader(r).await
+        })
+        .await
     }
 }
 
@@ -227,32 +204,50 @@ fn forwarded<T>(req: &Request<T>) -> bool {
     req.metadata().contains_key(FORWARDED_HEADER)
 }
 
+impl KvSvc {
+    async fn observe<T>(
+        &self,
+        method: &'static str,
+        fut: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        let r = fut.await;
+        self.ctx.deps.rpc_metrics.served("kv", method, &r);
+        r
+    }
+}
+
 #[tonic::async_trait]
 impl KvService for KvSvc {
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutReply>, Status> {
         let fwd = forwarded(&req);
         let r = req.into_inner();
-        let index = Kv::new(&self.ctx, fwd)
-            .put(r.group_id, r.key, r.value)
-            .await
-            .map_err(|e| e.to_status())?;
-        Ok(Response::new(pb::PutReply { index }))
+        self.observe("put", async {
+            let index = Kv::new(&self.ctx, fwd)
+                .put(r.group_id, r.key, r.value)
+                .await
+                .map_err(|e| e.to_status())?;
+            Ok(Response::new(pb::PutReply { index }))
+        })
+        .await
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetReply>, Status> {
         let fwd = forwarded(&req);
         let r = req.into_inner();
-        let mode = ReadMode::from_pb(r.read_mode).ok_or_else(|| {
-            Status::invalid_argument(format!("unknown read mode {}", r.read_mode))
-        })?;
-        let value = Kv::new(&self.ctx, fwd)
-            .get(r.group_id, r.key, mode)
-            .await
-            .map_err(|e| e.to_status())?;
-        Ok(Response::new(pb::GetReply {
-            found: value.is_some(),
-            value: value.unwrap_or_default(),
-        }))
+        self.observe("get", async {
+            let mode = ReadMode::from_pb(r.read_mode).ok_or_else(|| {
+                Status::invalid_argument(format!("unknown read mode {}", r.read_mode))
+            })?;
+            let value = Kv::new(&self.ctx, fwd)
+                .get(r.group_id, r.key, mode)
+                .await
+                .map_err(|e| e.to_status())?;
+            Ok(Response::new(pb::GetReply {
+                found: value.is_some(),
+                value: value.unwrap_or_default(),
+            }))
+        })
+        .await
     }
 
     async fn delete(
@@ -261,10 +256,13 @@ impl KvService for KvSvc {
     ) -> Result<Response<pb::DeleteReply>, Status> {
         let fwd = forwarded(&req);
         let r = req.into_inner();
-        let (index, existed) = Kv::new(&self.ctx, fwd)
-            .delete(r.group_id, r.key)
-            .await
-            .map_err(|e| e.to_status())?;
-        Ok(Response::new(pb::DeleteReply { index, existed }))
+        self.observe("delete", async {
+            let (index, existed) = Kv::new(&self.ctx, fwd)
+                .delete(r.group_id, r.key)
+                .await
+                .map_err(|e| e.to_status())?;
+            Ok(Response::new(pb::DeleteReply { index, existed }))
+        })
+        .await
     }
 }
