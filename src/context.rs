@@ -13,6 +13,7 @@ use crate::group::{Group, GroupDeps, GroupError};
 use crate::ledger::{Ledger, Owner, OwnerKind};
 use crate::raft::types::{GroupId, NodeId};
 use crate::registry::Registry;
+use crate::rpc::server::RpcServer;
 
 pub struct NodeContext {
     pub settings: Settings,
@@ -27,6 +28,10 @@ pub struct NodeContext {
     pub draining: AtomicBool,
     /// Serialises group start and stop so that two API calls cannot race on one group id.
     group_ops: tokio::sync::Mutex<()>,
+    /// The shared gRPC server; `None` only while it restarts or after shutdown took it.
+    rpc: tokio::sync::Mutex<Option<RpcServer>>,
+    #[cfg(feature = "leak-injection")]
+    pub injected: crate::leak_injection::Armed,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +42,11 @@ pub enum GroupOpError {
     Draining,
     #[error(transparent)]
     Start(#[from] GroupError),
+    #[error("cannot restart the gRPC server on {addr}: {source}")]
+    RpcRestart {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("group {group}: cannot purge its data: {reason}")]
     Purge { group: GroupId, reason: String },
 }
@@ -59,6 +69,9 @@ impl NodeContext {
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             group_ops: tokio::sync::Mutex::new(()),
+            rpc: tokio::sync::Mutex::new(None),
+            #[cfg(feature = "leak-injection")]
+            injected: Default::default(),
         })
     }
 
@@ -104,6 +117,9 @@ impl NodeContext {
     pub async fn stop_group(&self, id: GroupId, purge: bool) -> Result<(), GroupOpError> {
         let _serial = self.group_ops.lock().await;
         let group = self.registry.remove(id).ok_or(GroupOpError::NotFound(id))?;
+        #[cfg(feature = "leak-injection")]
+        self.injected
+            .before_group_stop(&group, self.settings.grpc_addr);
         crate::shutdown::hand_over_leadership(
             std::slice::from_ref(&group),
             self.settings.shutdown_grace / 4,
@@ -121,6 +137,52 @@ impl NodeContext {
                 })?;
         }
         tracing::info!(group = id, purge, "group stopped");
+        Ok(())
+    }
+}
+
+impl NodeContext {
+    /// Starts the shared gRPC server on `listener` under a fresh `rpc_server` owner.
+    pub async fn start_rpc_server(
+        self: &Arc<Self>,
+        listener: tokio::net::TcpListener,
+    ) -> Result<std::net::SocketAddr, GroupOpError> {
+        let owner = self.owner.child(OwnerKind::RpcServer, "main");
+        let server = RpcServer::start(self.clone(), listener, owner).map_err(|source| {
+            GroupOpError::RpcRestart {
+                addr: self.settings.grpc_addr,
+                source,
+            }
+        })?;
+        let addr = server.local_addr;
+        *self.rpc.lock().await = Some(server);
+        Ok(addr)
+    }
+
+    /// Stops the shared gRPC server (drain, then the owner's leak verdict). Groups keep running;
+    /// their peers see this node unreachable until it serves again.
+    pub async fn stop_rpc_server(&self, drain: std::time::Duration) {
+        let server = self.rpc.lock().await.take();
+        if let Some(server) = server {
+            #[cfg(feature = "leak-injection")]
+            self.injected.before_rpc_stop(&server);
+            server.stop(drain, self.settings.leak_deadline).await;
+        }
+    }
+
+    /// Stops and restarts the shared gRPC server on the same address: the soak test's
+    /// equivalent of JRaft users recreating their shared RPC server.
+    pub async fn restart_rpc_server(self: &Arc<Self>) -> Result<(), GroupOpError> {
+        if self.is_draining() {
+            return Err(GroupOpError::Draining);
+        }
+        self.stop_rpc_server(self.settings.shutdown_grace / 4).await;
+        let addr = self.settings.grpc_addr;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| GroupOpError::RpcRestart { addr, source })?;
+        self.start_rpc_server(listener).await?;
+        tracing::info!(%addr, "gRPC server restarted");
         Ok(())
     }
 }

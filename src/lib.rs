@@ -7,6 +7,8 @@ pub mod context;
 pub mod group;
 pub mod http;
 pub mod kv;
+#[cfg(feature = "leak-injection")]
+pub mod leak_injection;
 pub mod ledger;
 pub mod metrics;
 pub mod node;

@@ -21,7 +21,6 @@ use crate::http::{AppState, HttpServer};
 use crate::ledger::{Ledger, OwnerKind};
 use crate::metrics::Metrics;
 use crate::rpc::peers::Peers;
-use crate::rpc::server::RpcServer;
 use crate::storage::{Storage, StorageError, StorageOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -150,16 +149,7 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
         rpc_metrics: Arc::new(crate::metrics::RpcMetrics::new()?),
     };
     let ctx = NodeContext::new(settings.clone(), ledger.clone(), node.clone(), deps, fresh);
-    let rpc = RpcServer::start(
-        ctx.clone(),
-        grpc_listener,
-        node.child(OwnerKind::RpcServer, "main"),
-    )
-    .map_err(|source| NodeError::Bind {
-        what: "gRPC",
-        addr: settings.grpc_addr,
-        source,
-    })?;
+    let grpc_local = ctx.start_rpc_server(grpc_listener).await?;
     let metrics = Metrics::new(&ctx)?;
     let http = HttpServer::start(
         AppState {
@@ -186,7 +176,7 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
         println!(
             "raftnode node {} ready: gRPC {} HTTP http://{} data {} groups {:?}",
             settings.node_id,
-            rpc.local_addr,
+            grpc_local,
             settings.http_addr,
             settings.data_dir.display(),
             settings.groups
@@ -196,12 +186,9 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
     }
 
     let grace = settings.shutdown_grace;
-    tokio::time::timeout(
-        grace,
-        shutdown(&ctx, peers, rpc, storage, storage_owner, http),
-    )
-    .await
-    .map_err(|_| NodeError::ShutdownTimeout(grace))?;
+    tokio::time::timeout(grace, shutdown(&ctx, peers, storage, storage_owner, http))
+        .await
+        .map_err(|_| NodeError::ShutdownTimeout(grace))?;
     if let Some(leak) = node.stop(settings.leak_deadline).await {
         tracing::error!(remaining = ?leak.names, "node owner leaked resources at exit");
     }
@@ -212,7 +199,6 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
 async fn shutdown(
     ctx: &Arc<NodeContext>,
     peers: Peers,
-    rpc: RpcServer,
     storage: Storage,
     storage_owner: crate::ledger::Owner,
     http: HttpServer,
@@ -240,7 +226,7 @@ async fn shutdown(
     peers.close(s.leak_deadline).await;
 
     tracing::info!("shutdown: step 5, draining the shared RPC server");
-    rpc.stop(s.shutdown_grace / 4, s.leak_deadline).await;
+    ctx.stop_rpc_server(s.shutdown_grace / 4).await;
 
     tracing::info!("shutdown: step 6, flushing storage");
     if !storage.close(s.leak_deadline).await {

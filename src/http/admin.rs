@@ -263,3 +263,36 @@ pub async fn remove_learner(
     let members = ChangeMembers::RemoveNodes(BTreeSet::from([node]));
     change(&s, &id, "removed_learner", node, members).await
 }
+
+pub async fn restart_rpc_server(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    s.ctx.restart_rpc_server().await?;
+    Ok(json_ok(json!({ "restarted": true })))
+}
+
+#[cfg(feature = "leak-injection")]
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeakBody {
+    /// `group` (the next group stop) or `rpc_server` (the next gRPC server stop).
+    target: String,
+    kind: crate::leak_injection::LeakKind,
+}
+
+#[cfg(feature = "leak-injection")]
+pub async fn inject_leak(
+    State(s): State<AppState>,
+    b: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let req: LeakBody = body(&b)?
+        .ok_or_else(|| ApiError::bad_request("body must be {\"target\": ..., \"kind\": ...}"))?;
+    match req.target.as_str() {
+        "group" => s.ctx.injected.arm_group(req.kind),
+        "rpc_server" => s.ctx.injected.arm_rpc_server(),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "target must be group or rpc_server, not {other:?}"
+            )))
+        }
+    }
+    Ok(json_ok(json!({ "armed": req.target })))
+}

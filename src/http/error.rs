@@ -72,9 +72,9 @@ impl From<GroupOpError> for ApiError {
         let (status, code) = match &e {
             GroupOpError::NotFound(_) => (StatusCode::NOT_FOUND, "group_not_found"),
             GroupOpError::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
-            GroupOpError::Start(_) | GroupOpError::Purge { .. } => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
-            }
+            GroupOpError::Start(_)
+            | GroupOpError::Purge { .. }
+            | GroupOpError::RpcRestart { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, e.to_string())
     }

@@ -35,7 +35,7 @@ pub fn router(state: AppState) -> Router {
         .max_value_bytes
         .saturating_mul(2)
         .max(1 << 20);
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -66,6 +66,13 @@ pub fn router(state: AppState) -> Router {
             "/v1/groups/{id}/voters/{node}",
             axum::routing::delete(admin::remove_voter),
         )
+        .route(
+            "/v1/admin/rpc-server/restart",
+            post(admin::restart_rpc_server),
+        );
+    #[cfg(feature = "leak-injection")]
+    let router = router.route("/v1/debug/leaks", post(admin::inject_leak));
+    router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(state)

@@ -2,12 +2,14 @@
 //! the gauge drops exactly when the socket does, whoever ends up dropping it (tonic, hyper, or
 //! a leak).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use super::ItemGuard;
@@ -15,6 +17,9 @@ use super::ItemGuard;
 pub struct Counted<S> {
     inner: S,
     _guard: ItemGuard,
+    /// When cancelled, every read and write fails, so whatever task drives the socket ends
+    /// even if the peer never speaks again. Servers use it to force-close what did not drain.
+    kill: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
 }
 
 impl<S> Counted<S> {
@@ -22,7 +27,28 @@ impl<S> Counted<S> {
         Counted {
             inner,
             _guard: guard,
+            kill: None,
         }
+    }
+
+    /// Like [`Counted::new`], with a token that force-closes the socket.
+    pub fn killable(inner: S, guard: ItemGuard, kill: CancellationToken) -> Self {
+        Counted {
+            inner,
+            _guard: guard,
+            kill: Some(Box::pin(kill.cancelled_owned())),
+        }
+    }
+
+    /// Ready with an error once the kill token fires; registers the waker otherwise.
+    fn killed(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        let kill = self.kill.as_mut()?;
+        kill.as_mut().poll(cx).is_ready().then(|| {
+            io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "connection force-closed at stop",
+            )
+        })
     }
 }
 
@@ -40,6 +66,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Some(e) = self.killed(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -50,6 +79,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if let Some(e) = self.killed(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -66,6 +98,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Some(e) = self.killed(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::context::NodeContext;
@@ -26,8 +27,11 @@ use crate::rpc::FORWARDED_HEADER;
 
 /// The running server: stop it with [`RpcServer::stop`].
 pub struct RpcServer {
-    owner: Owner,
+    pub owner: Owner,
     task: tokio::task::JoinHandle<()>,
+    /// Force-closes accepted connections that did not drain: tonic runs each connection in a
+    /// task of its own, which aborting the server task would leave running.
+    kill: CancellationToken,
     pub local_addr: SocketAddr,
 }
 
@@ -41,14 +45,18 @@ impl RpcServer {
     ) -> io::Result<RpcServer> {
         let local_addr = listener.local_addr()?;
         let conn_owner = owner.clone();
+        let kill = CancellationToken::new();
+        let conn_kill = kill.clone();
         let incoming = futures::stream::unfold(listener, move |l| {
             let owner = conn_owner.clone();
+            let kill = conn_kill.clone();
             async move {
                 let accepted = l.accept().await.map(|(stream, peer)| {
                     let _ = stream.set_nodelay(true);
-                    Counted::new(
+                    Counted::killable(
                         stream,
                         owner.track_connection(Direction::Inbound, peer.to_string()),
+                        kill,
                     )
                 });
                 Some((accepted, l))
@@ -75,6 +83,7 @@ impl RpcServer {
         Ok(RpcServer {
             owner,
             task,
+            kill,
             local_addr,
         })
     }
@@ -88,6 +97,9 @@ impl RpcServer {
             tracing::warn!("gRPC server did not drain in time; closing remaining connections");
             abort.abort();
         }
+        // Whatever is still connected (a peer that never answered the GOAWAY, a silent client)
+        // is closed now; the owner's verdict below then judges what still remains.
+        self.kill.cancel();
         self.owner.stop(leak_deadline).await;
     }
 }

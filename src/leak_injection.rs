@@ -1,0 +1,97 @@
+//! Deliberate leaks, compiled only with the `leak-injection` feature, to prove that detection
+//! works end to end: an operator (or a test) arms one, and the next stop of a group or of the
+//! shared RPC server leaves exactly that resource behind, to be named by the leak verdict.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::group::Group;
+use crate::ledger::{Direction, ItemGuard};
+use crate::rpc::server::RpcServer;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeakKind {
+    Task,
+    Thread,
+    Connection,
+}
+
+/// Leaks armed for the next stops.
+#[derive(Default)]
+pub struct Armed {
+    group: Mutex<Vec<LeakKind>>,
+    rpc_server: Mutex<u32>,
+}
+
+/// What an injected connection leak holds forever: the socket and its ledger guard.
+static KEPT: Mutex<Vec<(Option<std::net::TcpStream>, ItemGuard)>> = Mutex::new(Vec::new());
+
+fn keep(stream: Option<std::net::TcpStream>, guard: ItemGuard) {
+    KEPT.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((stream, guard));
+}
+
+impl Armed {
+    pub fn arm_group(&self, kind: LeakKind) {
+        self.group
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(kind);
+    }
+
+    pub fn arm_rpc_server(&self) {
+        *self.rpc_server.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    }
+
+    /// Leaves the armed resources in the stopping group's owner.
+    pub fn before_group_stop(&self, group: &Group, grpc_addr: SocketAddr) {
+        let kinds: Vec<LeakKind> =
+            std::mem::take(&mut *self.group.lock().unwrap_or_else(|e| e.into_inner()));
+        let owner = group.owner();
+        for kind in kinds {
+            tracing::warn!(
+                group = group.id,
+                ?kind,
+                "injecting a leak into this group's stop"
+            );
+            match kind {
+                // Ignores the owner's cancellation, as a forgotten background loop would.
+                LeakKind::Task => {
+                    owner.spawn("injected-leak-task", std::future::pending::<()>());
+                }
+                LeakKind::Thread => {
+                    let _ = owner.spawn_thread("rn-injected-leak", || loop {
+                        std::thread::sleep(Duration::from_secs(3600));
+                    });
+                }
+                // A real socket to our own gRPC port that nobody will ever close.
+                LeakKind::Connection => {
+                    let stream =
+                        std::net::TcpStream::connect_timeout(&grpc_addr, Duration::from_secs(1))
+                            .ok();
+                    let guard = owner
+                        .track_connection(Direction::Outbound, format!("{grpc_addr} (injected)"));
+                    keep(stream, guard);
+                }
+            }
+        }
+    }
+
+    /// Leaves one inbound connection on the stopping RPC server's books.
+    pub fn before_rpc_stop(&self, server: &RpcServer) {
+        let mut n = self.rpc_server.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..*n {
+            tracing::warn!("injecting a leaked inbound connection into the gRPC server's stop");
+            keep(
+                None,
+                server
+                    .owner
+                    .track_connection(Direction::Inbound, "injected inbound connection"),
+            );
+        }
+        *n = 0;
+    }
+}
