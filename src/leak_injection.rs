@@ -46,12 +46,15 @@ impl Armed {
         *self.rpc_server.lock().unwrap_or_else(|e| e.into_inner()) += 1;
     }
 
-    /// Leaves the armed resources in the stopping group's owner.
+    /// Leaves the oldest armed resource in the stopping group's owner.
+    /// One armed leak per stop, so that arming several spreads them over several stops.
     pub fn before_group_stop(&self, group: &Group, grpc_addr: SocketAddr) {
-        let kinds: Vec<LeakKind> =
-            std::mem::take(&mut *self.group.lock().unwrap_or_else(|e| e.into_inner()));
+        let kind = {
+            let mut armed = self.group.lock().unwrap_or_else(|e| e.into_inner());
+            (!armed.is_empty()).then(|| armed.remove(0))
+        };
         let owner = group.owner();
-        for kind in kinds {
+        if let Some(kind) = kind {
             tracing::warn!(
                 group = group.id,
                 ?kind,

@@ -16,6 +16,7 @@ pub mod raft;
 pub mod registry;
 pub mod rpc;
 pub mod shutdown;
+pub mod soak;
 pub mod storage;
 pub mod telemetry;
 pub mod threads;

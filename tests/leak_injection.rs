@@ -17,18 +17,7 @@ fn counter(node: &Node, name: &str, kind: &str) -> u64 {
 }
 
 fn single_node() -> (tempfile::TempDir, Node) {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut node = Node::new(
-        1,
-        tmp.path().join("n1"),
-        String::new(),
-        &[1],
-        Tuning::default(),
-    );
-    node.peers = format!("1={}", node.grpc_addr());
-    node.extra_args = vec!["--leak-deadline-ms".into(), "300".into()];
-    node.start();
-    node.wait_ready(READY_TIMEOUT);
+    let (tmp, node) = common::single_node(&["--leak-deadline-ms", "300"]);
     (tmp, node)
 }
 

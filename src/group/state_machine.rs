@@ -53,12 +53,16 @@ pub struct KvStateMachine {
     group: GroupId,
     snapshot_dir: PathBuf,
     state: Arc<RwLock<KvState>>,
+    /// Whether a snapshot file exists, so that asking for the current snapshot of a group that
+    /// never took one costs no file I/O (and no blocking-pool thread).
+    has_snapshot: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl KvStateMachine {
     /// Restores the state from the group's snapshot file, if there is one.
     pub fn open(group: GroupId, snapshot_dir: PathBuf) -> Result<Self, io::Error> {
         let mut state = KvState::default();
+        let mut has_snapshot = false;
         if let Some(bytes) = snapshot_file::load(&snapshot_dir, group).map_err(io::Error::other)? {
             let file: SnapshotFile = rmp_serde::from_slice(&bytes).map_err(|e| {
                 io::Error::other(format!(
@@ -67,11 +71,13 @@ impl KvStateMachine {
                 ))
             })?;
             state = decode_state(&file.meta, &file.data)?;
+            has_snapshot = true;
         }
         Ok(KvStateMachine {
             group,
             snapshot_dir,
             state: Arc::new(RwLock::new(state)),
+            has_snapshot: Arc::new(std::sync::atomic::AtomicBool::new(has_snapshot)),
         })
     }
 
@@ -100,6 +106,8 @@ impl KvStateMachine {
         })
         .await
         .map_err(io::Error::other)??;
+        self.has_snapshot
+            .store(true, std::sync::atomic::Ordering::Release);
         Ok(file.data.into_vec())
     }
 }
@@ -184,6 +192,9 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        if !self.has_snapshot.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(None);
+        }
         let dir = self.snapshot_dir.clone();
         let group = self.group;
         let bytes = crate::ledger::spawn_blocking_current(move || snapshot_file::load(&dir, group))

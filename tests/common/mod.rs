@@ -1321,3 +1321,20 @@ pub fn describe_segments(data_dir: &Path) -> BTreeMap<String, u64> {
         })
         .collect()
 }
+
+/// A started single-node cluster (group 1) in its own temp dir, with `extra` flags.
+pub fn single_node(extra: &[&str]) -> (tempfile::TempDir, Node) {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut node = Node::new(
+        1,
+        tmp.path().join("n1"),
+        String::new(),
+        &[1],
+        Tuning::default(),
+    );
+    node.peers = format!("1={}", node.grpc_addr());
+    node.extra_args = extra.iter().map(|s| s.to_string()).collect();
+    node.start();
+    node.wait_ready(READY_TIMEOUT);
+    (tmp, node)
+}

@@ -1,0 +1,396 @@
+//! The soak's drivers: group and RPC-server cycles on live nodes over HTTP, and process cycles
+//! on a cluster of `raftnode serve` children that this module spawns and always reaps.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{http, settled, Recorder, Sample, SoakError, StopSignal};
+
+fn failed(msg: impl Into<String>) -> SoakError {
+    SoakError::Failed(msg.into())
+}
+
+/// Retries `f` until it yields `Some` or `timeout` passes.
+async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> Result<T, SoakError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if Instant::now() >= until {
+            return Err(failed(format!(
+                "timed out after {timeout:?} waiting for {what}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn status_code(client: &reqwest::Client, req: reqwest::RequestBuilder) -> Option<u16> {
+    let _ = client;
+    req.send().await.ok().map(|r| r.status().as_u16())
+}
+
+async fn group_has_leader(client: &reqwest::Client, addr: &str, group: u64) -> bool {
+    let Ok(r) = client.get(format!("http://{addr}/v1/status")).send().await else {
+        return false;
+    };
+    let Ok(v) = r.json::<serde_json::Value>().await else {
+        return false;
+    };
+    v["groups"]
+        .as_array()
+        .and_then(|gs| gs.iter().find(|g| g["id"] == group))
+        .is_some_and(|g| !g["leader"].is_null())
+}
+
+/// Writes one key through `addr`, retrying while the group has no leader.
+async fn write(
+    client: &reqwest::Client,
+    addr: &str,
+    group: u64,
+    key: &str,
+) -> Result<(), SoakError> {
+    eventually(
+        Duration::from_secs(20),
+        &format!("a write to group {group} through {addr}"),
+        || async {
+            let req = client
+                .put(format!("http://{addr}/v1/kv/{group}/{key}"))
+                .body("soak");
+            (status_code(client, req).await == Some(200)).then_some(())
+        },
+    )
+    .await
+}
+
+async fn group_cycle(
+    client: &reqwest::Client,
+    addrs: &[String],
+    groups: &[u64],
+) -> Result<(), SoakError> {
+    for g in groups {
+        for a in addrs {
+            let code = status_code(client, client.put(format!("http://{a}/v1/groups/{g}"))).await;
+            if !matches!(code, Some(200 | 201)) {
+                return Err(failed(format!(
+                    "starting group {g} on {a} answered {code:?}"
+                )));
+            }
+        }
+    }
+    for g in groups {
+        let first = &addrs[0];
+        eventually(
+            Duration::from_secs(20),
+            &format!("a leader of group {g}"),
+            || async { group_has_leader(client, first, *g).await.then_some(()) },
+        )
+        .await?;
+        write(client, first, *g, "soak").await?;
+    }
+    for g in groups {
+        for a in addrs {
+            let url = format!("http://{a}/v1/groups/{g}?purge=true");
+            let code = status_code(client, client.delete(url)).await;
+            if code != Some(200) {
+                return Err(failed(format!(
+                    "stopping group {g} on {a} answered {code:?}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn sample_all(
+    rec: &mut Recorder,
+    client: &reqwest::Client,
+    addrs: &[String],
+    cycle: u32,
+    baselines: &mut Vec<Sample>,
+    settle: Duration,
+) -> Result<(), SoakError> {
+    for (i, a) in addrs.iter().enumerate() {
+        let s = settled(client, a, baselines.get(i), settle).await?;
+        if baselines.len() <= i {
+            baselines.push(s);
+        }
+        rec.record(cycle, a, s);
+    }
+    Ok(())
+}
+
+pub async fn group_cycles(
+    rec: &mut Recorder,
+    addrs: &[String],
+    first_group: u64,
+    groups: u64,
+    cycles: u32,
+    settle: Duration,
+) -> Result<(), SoakError> {
+    if addrs.is_empty() {
+        return Err(failed("--http-addrs names no node"));
+    }
+    let client = http();
+    let ids: Vec<u64> = (first_group..first_group + groups).collect();
+    // One cycle before the baseline: the first start creates what is created once (peer
+    // channels, pooled threads), which is warm-up, not growth.
+    group_cycle(&client, addrs, &ids).await?;
+    let mut baselines = Vec::new();
+    sample_all(rec, &client, addrs, 0, &mut baselines, settle).await?;
+    for c in 1..=cycles {
+        group_cycle(&client, addrs, &ids).await?;
+        sample_all(rec, &client, addrs, c, &mut baselines, settle).await?;
+        rec.tick(format!("group cycle {c}"));
+    }
+    Ok(())
+}
+
+pub async fn rpc_cycles(
+    rec: &mut Recorder,
+    addrs: &[String],
+    cycles: u32,
+    offset: u32,
+    settle: Duration,
+) -> Result<(), SoakError> {
+    if cycles == 0 {
+        return Ok(());
+    }
+    let client = http();
+    let mut baselines = Vec::new();
+    if rec.rows.is_empty() {
+        sample_all(rec, &client, addrs, 0, &mut baselines, settle).await?;
+    } else {
+        for a in addrs {
+            if let Some(r) = rec.rows.iter().find(|r| &r.node == a) {
+                baselines.push(r.sample);
+            }
+        }
+    }
+    let target = &addrs[0];
+    for c in 1..=cycles {
+        let url = format!("http://{target}/v1/admin/rpc-server/restart");
+        let code = status_code(&client, client.post(url)).await;
+        if code != Some(200) {
+            return Err(failed(format!(
+                "restarting the gRPC server of {target} answered {code:?}"
+            )));
+        }
+        sample_all(rec, &client, addrs, offset + c, &mut baselines, settle).await?;
+        rec.tick(format!("RPC server restart {c}"));
+    }
+    Ok(())
+}
+
+pub struct ProcessSpec {
+    pub nodes: u64,
+    pub signal: StopSignal,
+    pub groups: Vec<u64>,
+    pub dir: Option<PathBuf>,
+    pub binary: Option<PathBuf>,
+}
+
+/// One child `raftnode serve`, killed and reaped when dropped.
+struct Proc {
+    id: u64,
+    http: String,
+    args: Vec<String>,
+    dir: PathBuf,
+    binary: PathBuf,
+    child: Option<Child>,
+}
+
+impl Proc {
+    fn start(&mut self) -> Result<(), SoakError> {
+        let log = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(name))
+                .map_err(|source| SoakError::Write {
+                    path: self.dir.join(name),
+                    source,
+                })
+        };
+        let child = Command::new(&self.binary)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log("stdout.log")?)
+            .stderr(log("stderr.log")?)
+            .spawn()
+            .map_err(|e| failed(format!("cannot start {}: {e}", self.binary.display())))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, sig);
+            }
+        }
+    }
+
+    async fn wait_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<std::process::ExitStatus, SoakError> {
+        let id = self.id;
+        let until = Instant::now() + timeout;
+        loop {
+            let Some(child) = self.child.as_mut() else {
+                return Err(failed(format!("node {id} is not running")));
+            };
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() >= until {
+                return Err(failed(format!("node {id} did not exit within {timeout:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> Result<u16, SoakError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| failed(format!("no free loopback port: {e}")))
+}
+
+async fn ready(client: &reqwest::Client, p: &Proc, groups: &[u64]) -> Result<(), SoakError> {
+    let addr = p.http.clone();
+    eventually(
+        Duration::from_secs(30),
+        &format!("node {} ready", p.id),
+        || async {
+            (status_code(client, client.get(format!("http://{addr}/readyz"))).await == Some(200))
+                .then_some(())
+        },
+    )
+    .await?;
+    for g in groups {
+        write(client, &addr, *g, "soak").await?;
+    }
+    Ok(())
+}
+
+pub async fn process_cycles(
+    rec: &mut Recorder,
+    spec: &ProcessSpec,
+    cycles: u32,
+    settle: Duration,
+) -> Result<(), SoakError> {
+    let binary = match &spec.binary {
+        Some(b) => b.clone(),
+        None => {
+            std::env::current_exe().map_err(|e| failed(format!("cannot find this binary: {e}")))?
+        }
+    };
+    let dir = spec.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("raftnode-soak-{}", std::process::id()))
+    });
+    let ports: Vec<(u16, u16)> = (0..spec.nodes)
+        .map(|_| Ok((free_port()?, free_port()?)))
+        .collect::<Result<_, SoakError>>()?;
+    let peers: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (g, _))| format!("{}=127.0.0.1:{g}", i + 1))
+        .collect();
+    let groups: Vec<String> = spec.groups.iter().map(u64::to_string).collect();
+    let mut procs = Vec::new();
+    for (i, (grpc, http_port)) in ports.iter().enumerate() {
+        let id = i as u64 + 1;
+        let node_dir = dir.join(format!("node{id}"));
+        std::fs::create_dir_all(&node_dir).map_err(|source| SoakError::Write {
+            path: node_dir.clone(),
+            source,
+        })?;
+        let args = vec![
+            "serve".into(),
+            "--node-id".into(),
+            id.to_string(),
+            "--grpc-addr".into(),
+            format!("127.0.0.1:{grpc}"),
+            "--http-addr".into(),
+            format!("127.0.0.1:{http_port}"),
+            "--data-dir".into(),
+            node_dir.join("data").to_string_lossy().into_owned(),
+            "--peers".into(),
+            peers.join(","),
+            "--groups".into(),
+            groups.join(","),
+        ];
+        let mut p = Proc {
+            id,
+            http: format!("127.0.0.1:{http_port}"),
+            args,
+            dir: node_dir,
+            binary: binary.clone(),
+            child: None,
+        };
+        p.start()?;
+        procs.push(p);
+    }
+    let client = http();
+    for p in &procs {
+        ready(&client, p, &spec.groups).await?;
+    }
+    let victim = procs.len() - 1;
+    let addrs: Vec<String> = procs.iter().map(|p| p.http.clone()).collect();
+    let mut baselines = Vec::new();
+    for c in 0..=cycles {
+        // Cycle 0 is warm-up: its restart settles what a first restart creates once.
+        let sig = match spec.signal {
+            StopSignal::Term => libc::SIGTERM,
+            StopSignal::Kill => libc::SIGKILL,
+            StopSignal::Both if c % 2 == 0 => libc::SIGTERM,
+            StopSignal::Both => libc::SIGKILL,
+        };
+        let p = &mut procs[victim];
+        p.signal(sig);
+        let status = p.wait_exit(Duration::from_secs(30)).await?;
+        if sig == libc::SIGTERM && !status.success() {
+            return Err(failed(format!(
+                "node {} exited with {status} after SIGTERM",
+                p.id
+            )));
+        }
+        p.start()?;
+        ready(&client, &procs[victim], &spec.groups).await?;
+        for p in &procs {
+            ready(&client, p, &spec.groups).await?;
+        }
+        if c == 0 {
+            sample_all(rec, &client, &addrs, 0, &mut baselines, settle).await?;
+            continue;
+        }
+        sample_all(rec, &client, &addrs, c, &mut baselines, settle).await?;
+        let name = if sig == libc::SIGTERM {
+            "SIGTERM"
+        } else {
+            "SIGKILL"
+        };
+        rec.tick(format!("{name} restart {c} of node {}", procs[victim].id));
+    }
+    Ok(())
+}
