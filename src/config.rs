@@ -131,6 +131,11 @@ pub struct ServeOptions {
     #[arg(long, env = "RAFTNODE_METRICS_GROUP_LABELS", value_name = "BOOL")]
     pub metrics_group_labels: Option<bool>,
 
+    /// Count tasks, threads and connections per owner. Turn off only to measure what the
+    /// accounting costs: leaks then go undetected. [default: true]
+    #[arg(long, env = "RAFTNODE_LEDGER_ACCOUNTING", value_name = "BOOL")]
+    pub ledger_accounting: Option<bool>,
+
     /// Log line format. [default: text]
     #[arg(long, env = "RAFTNODE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -172,6 +177,7 @@ impl ServeOptions {
             wal_checkpoint_bytes,
             worker_threads,
             metrics_group_labels,
+            ledger_accounting,
             log_format,
         ))
     }
@@ -210,6 +216,7 @@ pub struct Settings {
     pub wal_checkpoint_bytes: u64,
     pub worker_threads: usize,
     pub metrics_group_labels: bool,
+    pub ledger_accounting: bool,
     pub log_format: LogFormat,
 }
 
@@ -335,6 +342,7 @@ impl Settings {
             )?,
             worker_threads: o.worker_threads.unwrap_or(0),
             metrics_group_labels: o.metrics_group_labels.unwrap_or(true),
+            ledger_accounting: o.ledger_accounting.unwrap_or(true),
             log_format: o.log_format.unwrap_or(LogFormat::Text),
         })
     }

@@ -116,6 +116,10 @@ async fn bind(what: &'static str, addr: std::net::SocketAddr) -> Result<TcpListe
 pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(), NodeError> {
     let _lock = lock_data_dir(&settings.data_dir)?;
     let fresh = check_identity(&settings.data_dir, settings.node_id)?;
+    crate::ledger::set_accounting(settings.ledger_accounting);
+    if !settings.ledger_accounting {
+        tracing::warn!("ledger accounting is off: leaks will not be detected");
+    }
     let ledger = Ledger::new();
     let node = ledger.root(OwnerKind::Node, "main");
 
