@@ -382,7 +382,23 @@ impl NodeCollector {
     fn fill(&self, ctx: &NodeContext) -> Result<Families, prometheus::Error> {
         let per_group = ctx.settings.metrics_group_labels;
         let f = Families::new(per_group)?;
-        for (kind, id, c) in ctx.ledger.owners() {
+        let mut owners = ctx.ledger.owners();
+        if !per_group {
+            // Thousands of group owners would be thousands of series: fold them into one.
+            let mut all = crate::ledger::Counts::default();
+            owners.retain(|(kind, _, c)| {
+                if *kind != OwnerKind::Group {
+                    return true;
+                }
+                all.tasks += c.tasks;
+                all.threads += c.threads;
+                all.inbound += c.inbound;
+                all.outbound += c.outbound;
+                false
+            });
+            owners.push((OwnerKind::Group, "all".to_string(), all));
+        }
+        for (kind, id, c) in owners {
             let k = kind.as_str();
             f.tasks.with_label_values(&[k, &id]).set(c.tasks);
             f.threads.with_label_values(&[k, &id]).set(c.threads);

@@ -169,5 +169,13 @@ fn group_labels_can_be_switched_off() {
         !text.contains("group=\""),
         "per-group labels remain with --metrics-group-labels false"
     );
+    let group_owners: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("raftnode_owner_tasks{") && l.contains("owner_kind=\"group\""))
+        .collect();
+    assert!(
+        group_owners.len() == 1 && group_owners[0].contains("owner=\"all\""),
+        "group owners are not folded into one series: {group_owners:?}"
+    );
     promtool_check(&text);
 }
