@@ -129,13 +129,9 @@ fn dashboards_parse_and_name_only_live_metrics() {
     let mut scraped = String::new();
     let all_present = wait_until(std::time::Duration::from_secs(20), || {
         scraped = node.get_path("/metrics").text();
-        used.iter()
-            .all(|m| scraped.lines().any(|l| l.starts_with(m.as_str())))
+        used.iter().all(|m| exposes(&scraped, m))
     });
-    let missing: Vec<&String> = used
-        .iter()
-        .filter(|m| !scraped.lines().any(|l| l.starts_with(m.as_str())))
-        .collect();
+    let missing: Vec<&String> = used.iter().filter(|m| !exposes(&scraped, m)).collect();
     assert!(
         all_present,
         "metrics used by dashboards but absent from a live scrape: {missing:?}"
