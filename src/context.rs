@@ -116,15 +116,18 @@ impl NodeContext {
     /// Stops group `id` on this node; the shared server and the other groups keep serving.
     pub async fn stop_group(&self, id: GroupId, purge: bool) -> Result<(), GroupOpError> {
         let _serial = self.group_ops.lock().await;
-        let group = self.registry.remove(id).ok_or(GroupOpError::NotFound(id))?;
-        #[cfg(feature = "leak-injection")]
-        self.injected
-            .before_group_stop(&group, self.settings.grpc_addr);
+        let group = self.registry.get(id).ok_or(GroupOpError::NotFound(id))?;
+        // The group stays routable while it hands over: the new leader's heartbeats must reach
+        // it, or it never learns that leadership moved and waits out the deadline.
         crate::shutdown::hand_over_leadership(
             std::slice::from_ref(&group),
             self.settings.shutdown_grace / 4,
         )
         .await;
+        self.registry.remove(id);
+        #[cfg(feature = "leak-injection")]
+        self.injected
+            .before_group_stop(&group, self.settings.grpc_addr);
         group.stop(self.settings.leak_deadline).await;
         if purge {
             self.deps

@@ -5,6 +5,7 @@
 //! win at once), else the voter closest to it.
 
 use openraft::async_runtime::WatchReceiver;
+use openraft::Instant as _;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,10 +37,24 @@ pub async fn hand_over_leadership(groups: &[Arc<Group>], wait: Duration) {
         if m.current_leader != Some(m.id) {
             continue;
         }
+        // Only voters that acknowledged a heartbeat within an election timeout: handing over to
+        // one that is gone (or no longer hosts the group) would only wait out the deadline.
+        let fresh = Duration::from_millis(g.raft.config().election_timeout_min);
+        let responsive = |id: &NodeId| {
+            m.heartbeat
+                .as_ref()
+                .and_then(|h| h.get(id).cloned().flatten())
+                .is_some_and(|t| t.elapsed() < fresh)
+        };
         let matched: BTreeMap<NodeId, Option<u64>> = m
             .replication
             .as_ref()
-            .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
+            .map(|r| {
+                r.iter()
+                    .filter(|(id, _)| responsive(id))
+                    .map(|(id, l)| (*id, l.map(|l| l.index)))
+                    .collect()
+            })
             .unwrap_or_default();
         let voters = m.membership_config.membership().voter_ids();
         let Some(to) = pick_successor(m.id, voters, &matched) else {
@@ -50,20 +65,37 @@ pub async fn hand_over_leadership(groups: &[Arc<Group>], wait: Duration) {
             tracing::warn!(group = g.id, error = %e, "leader transfer request failed");
             continue;
         }
-        pending.push(g.clone());
+        pending.push((g.clone(), to));
     }
     let until = tokio::time::Instant::now() + wait;
-    for g in pending {
+    for (g, to) in pending {
         let mut rx = g.raft.metrics();
         let me = *g.raft.node_id();
+        let heartbeat = Duration::from_millis(g.raft.config().heartbeat_interval);
         let moved = tokio::time::timeout_at(until, async {
             loop {
-                let leader = rx.borrow_and_update().current_leader;
-                if leader.is_some_and(|l| l != me) {
-                    return leader;
+                let m = rx.borrow_and_update().clone();
+                if m.current_leader.is_some_and(|l| l != me) {
+                    return m.current_leader;
                 }
-                if rx.changed().await.is_err() {
+                // A successor that stopped acknowledging (it went away, or stopped hosting the
+                // group) will never take over: stop waiting for it.
+                let stale = m
+                    .heartbeat
+                    .as_ref()
+                    .and_then(|h| h.get(&to).cloned().flatten())
+                    .is_some_and(|t| t.elapsed() > heartbeat * 3);
+                if stale {
+                    tracing::info!(
+                        group = g.id,
+                        to,
+                        "successor stopped answering; not waiting for it"
+                    );
                     return None;
+                }
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() { return None },
+                    _ = tokio::time::sleep(heartbeat) => {}
                 }
             }
         })

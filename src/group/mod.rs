@@ -177,19 +177,23 @@ impl Group {
     }
 }
 
-/// Counts leader changes as this node sees them, for `raftnode_raft_leader_changes_seen_total`.
+/// Counts leader changes as this node sees them, for `raftnode_raft_leader_changes_seen_total`:
+/// a move from one known leader to another. A group's first election is not a change, so that a
+/// group restarted a hundred times does not look like a flapping one.
 async fn watch_leader(raft: Raft, stats: Arc<GroupStats>, stop: CancellationToken) {
     let mut rx = raft.metrics();
-    let mut leader = rx.borrow_watched().current_leader;
+    let mut known = rx.borrow_watched().current_leader;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             changed = rx.changed() => if changed.is_err() { return },
         }
         let now = rx.borrow_watched().current_leader;
-        if now != leader && now.is_some() {
-            stats.leader_changes.fetch_add(1, Ordering::Relaxed);
+        if let Some(now) = now {
+            if known.is_some_and(|k| k != now) {
+                stats.leader_changes.fetch_add(1, Ordering::Relaxed);
+            }
+            known = Some(now);
         }
-        leader = now;
     }
 }

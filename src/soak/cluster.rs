@@ -75,7 +75,9 @@ async fn group_cycle(
     groups: &[u64],
 ) -> Result<(), SoakError> {
     for g in groups {
-        for a in addrs {
+        // Last address first: when the bootstrapper (the lowest id, usually listed first) starts
+        // the group, its peers already host it and the first election succeeds at once.
+        for a in addrs.iter().rev() {
             let code = status_code(client, client.put(format!("http://{a}/v1/groups/{g}"))).await;
             if !matches!(code, Some(200 | 201)) {
                 return Err(failed(format!(
