@@ -132,3 +132,29 @@ fn sigterm_transfers_leadership_then_exits_zero() {
         }
     }
 }
+
+/// A client that never speaks holds the shared gRPC server's drain open; a second SIGTERM
+/// during that drain exits at once with 130 instead of waiting it out.
+#[test]
+fn second_signal_exits_at_once_with_130() {
+    let (_tmp, node) = single_node(&["--shutdown-grace-ms", "40000"]);
+    let _silent = std::net::TcpStream::connect(node.grpc_addr()).expect("connect to gRPC port");
+    std::thread::sleep(Duration::from_millis(200));
+    node.send_signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        node.is_running(),
+        "node exited before the second signal: the drain was not held open"
+    );
+    let second = Instant::now();
+    node.send_signal(libc::SIGTERM);
+    let status = node
+        .wait_exit(Duration::from_secs(5))
+        .expect("node did not exit after the second signal");
+    println!(
+        "second signal: exit {:?} after {} ms",
+        status.code(),
+        second.elapsed().as_millis()
+    );
+    assert_eq!(status.code(), Some(130));
+}
