@@ -104,14 +104,7 @@ impl Group {
         let sm = KvStateMachine::open(id, deps.storage.snapshot_dir().to_path_buf())
             .map_err(|source| GroupError::Open { group: id, source })?;
         let log = GroupLogStore::new(deps.storage.clone(), id);
-        let net = GroupNetworkFactory::new(
-            id,
-            deps.node_id,
-            deps.peers.clone(),
-            deps.max_message_bytes,
-            owner.clone(),
-            deps.rpc_metrics.clone(),
-        );
+        let net = GroupNetworkFactory::new(id, owner.clone(), deps.clone());
         let raft = owner
             .scope(Raft::new(
                 deps.node_id,

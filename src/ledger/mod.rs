@@ -170,20 +170,12 @@ impl Ledger {
 
     /// Every owner that is running, or stopped with resources left, with its live counts.
     pub fn owners(&self) -> Vec<(OwnerKind, String, Counts)> {
-        self.live_owners()
-            .iter()
-            .map(|o| (o.inner.kind, o.inner.id.clone(), o.counts()))
-            .collect()
-    }
-
-    /// Handles to the owners that [`Ledger::owners`] lists.
-    pub fn live_owners(&self) -> Vec<Owner> {
         let owners = lock(&self.inner.owners);
         owners
             .values()
             .filter_map(Weak::upgrade)
             .filter(|o| !o.stopped.load(Ordering::Acquire) || o.counts() != Counts::default())
-            .map(|inner| Owner { inner })
+            .map(|o| (o.kind, o.id.clone(), o.counts()))
             .collect()
     }
 

@@ -15,46 +15,27 @@ use openraft::raft::{
 use openraft::{BasicNode, OptionalSend, RPCTypes};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::sync::Arc;
 
 use tonic::transport::Channel;
 
+use crate::group::GroupDeps;
 use crate::ledger::{Direction, Owner};
-use crate::metrics::RpcMetrics;
 
 use crate::raft::types::{GroupId, NodeId, Snapshot, TypeConfig, Vote};
 use crate::rpc::codec;
 use crate::rpc::pb::raft_service_client::RaftServiceClient;
 use crate::rpc::pb::RaftRequest;
-use crate::rpc::peers::Peers;
 
 /// Creates per-target clients for one group.
 pub struct GroupNetworkFactory {
     group: GroupId,
-    node: NodeId,
-    peers: Peers,
-    max_message_bytes: usize,
     owner: Owner,
-    metrics: Arc<RpcMetrics>,
+    deps: GroupDeps,
 }
 
 impl GroupNetworkFactory {
-    pub fn new(
-        group: GroupId,
-        node: NodeId,
-        peers: Peers,
-        max_message_bytes: usize,
-        owner: Owner,
-        metrics: Arc<RpcMetrics>,
-    ) -> Self {
-        GroupNetworkFactory {
-            group,
-            node,
-            peers,
-            max_message_bytes,
-            owner,
-            metrics,
-        }
+    pub fn new(group: GroupId, owner: Owner, deps: GroupDeps) -> Self {
+        GroupNetworkFactory { group, owner, deps }
     }
 }
 
@@ -62,20 +43,21 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
     type Network = GroupNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GroupNetwork {
-        let client = match self.peers.channel(target, &node.addr) {
+        let client = match self.deps.peers.channel(target, &node.addr) {
             Ok(channel) => Ok(RaftServiceClient::new(channel)
-                .max_decoding_message_size(self.max_message_bytes)
-                .max_encoding_message_size(self.max_message_bytes)),
+                .max_decoding_message_size(self.deps.max_message_bytes)
+                .max_encoding_message_size(self.deps.max_message_bytes)),
             Err(e) => Err(e.to_string()),
         };
         GroupNetwork {
             group: self.group,
-            node: self.node,
+            node: self.deps.node_id,
             target,
             client,
             owner: self.owner.clone(),
             rtt: self
-                .metrics
+                .deps
+                .rpc_metrics
                 .peer_rtt
                 .with_label_values(&[target.to_string()]),
         }

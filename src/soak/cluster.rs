@@ -31,8 +31,7 @@ where
     }
 }
 
-async fn status_code(client: &reqwest::Client, req: reqwest::RequestBuilder) -> Option<u16> {
-    let _ = client;
+async fn status_code(req: reqwest::RequestBuilder) -> Option<u16> {
     req.send().await.ok().map(|r| r.status().as_u16())
 }
 
@@ -63,7 +62,7 @@ async fn write(
             let req = client
                 .put(format!("http://{addr}/v1/kv/{group}/{key}"))
                 .body("soak");
-            (status_code(client, req).await == Some(200)).then_some(())
+            (status_code(req).await == Some(200)).then_some(())
         },
     )
     .await
@@ -78,7 +77,7 @@ async fn group_cycle(
         // Last address first: when the bootstrapper (the lowest id, usually listed first) starts
         // the group, its peers already host it and the first election succeeds at once.
         for a in addrs.iter().rev() {
-            let code = status_code(client, client.put(format!("http://{a}/v1/groups/{g}"))).await;
+            let code = status_code(client.put(format!("http://{a}/v1/groups/{g}"))).await;
             if !matches!(code, Some(200 | 201)) {
                 return Err(failed(format!(
                     "starting group {g} on {a} answered {code:?}"
@@ -99,7 +98,7 @@ async fn group_cycle(
     for g in groups {
         for a in addrs {
             let url = format!("http://{a}/v1/groups/{g}?purge=true");
-            let code = status_code(client, client.delete(url)).await;
+            let code = status_code(client.delete(url)).await;
             if code != Some(200) {
                 return Err(failed(format!(
                     "stopping group {g} on {a} answered {code:?}"
@@ -178,7 +177,7 @@ pub async fn rpc_cycles(
     let target = &addrs[0];
     for c in 1..=cycles {
         let url = format!("http://{target}/v1/admin/rpc-server/restart");
-        let code = status_code(&client, client.post(url)).await;
+        let code = status_code(client.post(url)).await;
         if code != Some(200) {
             return Err(failed(format!(
                 "restarting the gRPC server of {target} answered {code:?}"
@@ -284,7 +283,7 @@ async fn ready(client: &reqwest::Client, p: &Proc, groups: &[u64]) -> Result<(),
         Duration::from_secs(30),
         &format!("node {} ready", p.id),
         || async {
-            (status_code(client, client.get(format!("http://{addr}/readyz"))).await == Some(200))
+            (status_code(client.get(format!("http://{addr}/readyz"))).await == Some(200))
                 .then_some(())
         },
     )

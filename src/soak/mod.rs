@@ -240,7 +240,6 @@ impl Recorder {
 /// Per node: its first row is the baseline, its last row must not have grown from it.
 fn verdict(rows: &[Row], tol: Tolerance) -> Vec<String> {
     let mut nodes: Vec<&str> = rows.iter().map(|r| r.node.as_str()).collect();
-    nodes.dedup();
     nodes.sort_unstable();
     nodes.dedup();
     let mut out = Vec::new();

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::io;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -74,22 +74,12 @@ struct Op {
     done: Done,
 }
 
-/// Counters of the writer, for metrics and the fsyncs-per-write benchmark.
-#[derive(Default)]
-pub struct StorageStats {
-    pub fsyncs: AtomicU64,
-    pub batches: AtomicU64,
-    pub records: AtomicU64,
-    pub checkpoints: AtomicU64,
-}
-
 struct Inner {
-    dir: PathBuf,
     snapshot_dir: PathBuf,
     index: Mutex<Index>,
     tx: Mutex<Option<mpsc::Sender<Op>>>,
     failed: AtomicBool,
-    stats: StorageStats,
+    /// Every fsync's duration; its count is the fsync count the benchmark divides by writes.
     fsync_seconds: prometheus::Histogram,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -113,7 +103,7 @@ impl Storage {
         };
         let (wal, report) = Wal::open(wal_opts, |bytes| {
             let record = Record::decode(bytes).map_err(|e| format!("undecodable record: {e}"))?;
-            index.apply(&record);
+            index.apply(record);
             Ok(())
         })?;
         let (tx, rx) = mpsc::channel();
@@ -129,11 +119,9 @@ impl Storage {
         .map_err(|e| StorageError::Thread(io::Error::other(e)))?;
         let inner = Arc::new(Inner {
             snapshot_dir: opts.dir.join("snapshots"),
-            dir: opts.dir.clone(),
             index: Mutex::new(index),
             tx: Mutex::new(Some(tx)),
             failed: AtomicBool::new(false),
-            stats: StorageStats::default(),
             fsync_seconds,
             writer: Mutex::new(None),
         });
@@ -151,16 +139,8 @@ impl Storage {
         Ok((Storage { inner }, report))
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.inner.dir
-    }
-
     pub fn snapshot_dir(&self) -> &Path {
         &self.inner.snapshot_dir
-    }
-
-    pub fn stats(&self) -> &StorageStats {
-        &self.inner.stats
     }
 
     pub fn fsync_histogram(&self) -> &prometheus::Histogram {
@@ -179,10 +159,16 @@ impl Storage {
     /// Applies `records` to the in-memory index and queues them for the writer, in one critical
     /// section so that the WAL order is the order in which the index changed.
     fn submit(&self, records: Vec<Record>, sync: bool, done: Done) -> io::Result<()> {
+        /// Tells the waiter and the caller the same thing.
+        fn refuse(done: Done, msg: &str) -> io::Result<()> {
+            done.complete(&Err(io::Error::other(msg)));
+            Err(io::Error::other(msg))
+        }
         if self.inner.failed.load(Ordering::Acquire) {
-            let err = io::Error::other("storage failed earlier (an fsync error); refusing writes");
-            done.complete(&Err(io::Error::other(err.to_string())));
-            return Err(err);
+            return refuse(
+                done,
+                "storage failed earlier (an fsync error); refusing writes",
+            );
         }
         let mut payloads = Vec::with_capacity(records.len());
         for r in &records {
@@ -191,11 +177,10 @@ impl Storage {
         let mut index = lock(&self.inner.index);
         let tx = lock(&self.inner.tx);
         let Some(tx) = tx.as_ref() else {
-            let err = io::Error::other("storage is closed");
-            done.complete(&Err(io::Error::other("storage is closed")));
-            return Err(err);
+            return refuse(done, "storage is closed");
         };
-        for r in &records {
+        // By value: the entries move into the index instead of being copied on every append.
+        for r in records {
             index.apply(r);
         }
         let op = Op {
@@ -204,10 +189,7 @@ impl Storage {
             done,
         };
         if let Err(mpsc::SendError(op)) = tx.send(op) {
-            let err = io::Error::other("WAL writer has stopped");
-            op.done
-                .complete(&Err(io::Error::other("WAL writer has stopped")));
-            return Err(err);
+            return refuse(op.done, "WAL writer has stopped");
         }
         Ok(())
     }
@@ -339,13 +321,8 @@ impl Writer {
             .iter()
             .flat_map(|op| op.payloads.iter().map(Vec::as_slice));
         self.wal.append(payloads).map_err(io::Error::other)?;
-        let stats = &self.inner.stats;
-        stats.batches.fetch_add(1, Ordering::Relaxed);
-        let n: usize = batch.iter().map(|op| op.payloads.len()).sum();
-        stats.records.fetch_add(n as u64, Ordering::Relaxed);
         if batch.iter().any(|op| op.sync) {
             let took = self.wal.sync().map_err(io::Error::other)?;
-            stats.fsyncs.fetch_add(1, Ordering::Relaxed);
             self.inner.fsync_seconds.observe(took.as_secs_f64());
         }
         Ok(())
@@ -381,7 +358,6 @@ impl Writer {
         match self.wal.checkpoint(payloads.iter().map(Vec::as_slice)) {
             Ok(()) => {
                 self.last_checkpoint = size;
-                self.inner.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(before_bytes = total, after_bytes = size, "WAL checkpointed");
             }
             Err(e) => tracing::error!(error = %e, "WAL checkpoint failed; keeping old segments"),

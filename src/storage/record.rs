@@ -99,34 +99,32 @@ pub struct Index {
 }
 
 impl Index {
-    pub fn apply(&mut self, record: &Record) {
+    pub fn apply(&mut self, record: Record) {
         match record {
             Record::Append { group, entries } => {
-                let g = self.groups.entry(*group).or_default();
+                let g = self.groups.entry(group).or_default();
                 for e in entries {
-                    g.entries.insert(e.log_id.index, e.clone());
+                    g.entries.insert(e.log_id.index, e);
                 }
             }
-            Record::Vote { group, vote } => {
-                self.groups.entry(*group).or_default().vote = Some(*vote)
-            }
+            Record::Vote { group, vote } => self.groups.entry(group).or_default().vote = Some(vote),
             Record::Committed { group, committed } => {
-                self.groups.entry(*group).or_default().committed = *committed
+                self.groups.entry(group).or_default().committed = committed
             }
             Record::Truncate { group, after } => {
-                let g = self.groups.entry(*group).or_default();
+                let g = self.groups.entry(group).or_default();
                 let from = after.map(|l| l.index + 1).unwrap_or(0);
                 let _ = g.entries.split_off(&from);
             }
             Record::Purge { group, upto } => {
-                let g = self.groups.entry(*group).or_default();
+                let g = self.groups.entry(group).or_default();
                 g.entries = g.entries.split_off(&(upto.index + 1));
                 if g.purged.is_none_or(|p| p.index < upto.index) {
-                    g.purged = Some(*upto);
+                    g.purged = Some(upto);
                 }
             }
             Record::Drop { group } => {
-                self.groups.remove(group);
+                self.groups.remove(&group);
             }
         }
     }
