@@ -21,7 +21,7 @@ pub enum ConfigError {
     Invalid { field: &'static str, reason: String },
 }
 
-fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         field,
         reason: reason.into(),
@@ -136,9 +136,53 @@ pub struct ServeOptions {
     #[arg(long, env = "RAFTNODE_LEDGER_ACCOUNTING", value_name = "BOOL")]
     pub ledger_accounting: Option<bool>,
 
-    /// Log line format. [default: text]
+    /// Log line format. In JSON, lines inside a traced request carry `trace_id` and `span_id`.
+    /// [default: text]
     #[arg(long, env = "RAFTNODE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+
+    /// OpenTelemetry collector that receives traces over OTLP, such as http://127.0.0.1:4317
+    /// (grpc) or http://127.0.0.1:4318 (http/protobuf, which posts to /v1/traces). Plain HTTP
+    /// only; run a local agent for TLS. Tracing is off when this is unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// OTLP transport: `grpc` or `http/protobuf`. [default: grpc]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_name = "PROTOCOL")]
+    pub otlp_protocol: Option<String>,
+
+    /// Bound on one export call; a slow collector costs dropped spans, never slower writes.
+    /// [default: 10000]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TIMEOUT", value_name = "MS")]
+    pub otlp_timeout_ms: Option<u64>,
+
+    /// `service.name` of the exported spans. [default: raftnode]
+    #[arg(long, env = "OTEL_SERVICE_NAME", value_name = "NAME")]
+    pub otel_service_name: Option<String>,
+
+    /// Extra resource attributes, `key=value,...` (values may be percent-encoded). The node id
+    /// is added as `raftnode.node_id` and `service.instance.id`.
+    #[arg(long, env = "OTEL_RESOURCE_ATTRIBUTES", value_name = "K=V,...")]
+    pub otel_resource_attributes: Option<String>,
+
+    /// Sampler: always_on, always_off, traceidratio, parentbased_always_on,
+    /// parentbased_always_off or parentbased_traceidratio. The parent-based ones follow an
+    /// incoming `traceparent`. [default: parentbased_always_on]
+    #[arg(long, env = "OTEL_TRACES_SAMPLER", value_name = "SAMPLER")]
+    pub otel_traces_sampler: Option<String>,
+
+    /// The ratio, 0.0 to 1.0, of the traceidratio samplers. [default: 1.0]
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", value_name = "RATIO")]
+    pub otel_traces_sampler_arg: Option<String>,
+
+    /// Spans buffered for export. When the collector cannot keep up, further spans are dropped
+    /// and counted in raftnode_trace_spans_dropped_total. [default: 2048]
+    #[arg(long, env = "OTEL_BSP_MAX_QUEUE_SIZE", value_name = "N")]
+    pub otel_queue_size: Option<usize>,
+
+    /// Longest time a finished span waits before it is exported in a batch. [default: 5000]
+    #[arg(long, env = "OTEL_BSP_SCHEDULE_DELAY", value_name = "MS")]
+    pub otel_batch_delay_ms: Option<u64>,
 }
 
 /// Takes each field from `self` when set, otherwise from `lower`.
@@ -179,6 +223,15 @@ impl ServeOptions {
             metrics_group_labels,
             ledger_accounting,
             log_format,
+            otlp_endpoint,
+            otlp_protocol,
+            otlp_timeout_ms,
+            otel_service_name,
+            otel_resource_attributes,
+            otel_traces_sampler,
+            otel_traces_sampler_arg,
+            otel_queue_size,
+            otel_batch_delay_ms,
         ))
     }
 
@@ -218,6 +271,8 @@ pub struct Settings {
     pub metrics_group_labels: bool,
     pub ledger_accounting: bool,
     pub log_format: LogFormat,
+    /// `None` when no OTLP endpoint is configured: tracing is off.
+    pub tracing: Option<crate::otel::TraceSettings>,
 }
 
 /// gRPC messages carry whole snapshots; allow them this large.
@@ -228,7 +283,7 @@ fn parse_addr(field: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
         .map_err(|_| invalid(field, format!("{s:?} is not an IP:port socket address")))
 }
 
-fn positive(field: &'static str, v: u64) -> Result<u64, ConfigError> {
+pub(crate) fn positive(field: &'static str, v: u64) -> Result<u64, ConfigError> {
     if v == 0 {
         Err(invalid(field, "must be greater than 0"))
     } else {
@@ -266,6 +321,7 @@ pub fn parse_peers(s: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
 
 impl Settings {
     pub fn resolve(o: ServeOptions) -> Result<Settings, ConfigError> {
+        let tracing = crate::otel::TraceSettings::resolve(&o)?;
         let node_id = positive("node_id", o.node_id.unwrap_or(1))?;
         let grpc_addr = parse_addr(
             "grpc_addr",
@@ -344,6 +400,7 @@ impl Settings {
             metrics_group_labels: o.metrics_group_labels.unwrap_or(true),
             ledger_accounting: o.ledger_accounting.unwrap_or(true),
             log_format: o.log_format.unwrap_or(LogFormat::Text),
+            tracing,
         })
     }
 

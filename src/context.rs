@@ -94,6 +94,7 @@ impl NodeContext {
     /// Starts group `id` on this node. Returns `false` when it was already running. The lowest
     /// configured member bootstraps a group that has no state yet, at the first start of a fresh
     /// node or when an operator creates the group through the API (`explicit`).
+    #[tracing::instrument(name = "group.start", skip_all, fields(group = id))]
     pub async fn start_group(&self, id: GroupId, explicit: bool) -> Result<bool, GroupOpError> {
         let _serial = self.group_ops.lock().await;
         if self.is_draining() {
@@ -114,6 +115,7 @@ impl NodeContext {
     }
 
     /// Stops group `id` on this node; the shared server and the other groups keep serving.
+    #[tracing::instrument(name = "group.stop", skip_all, fields(group = id, purge))]
     pub async fn stop_group(&self, id: GroupId, purge: bool) -> Result<(), GroupOpError> {
         let _serial = self.group_ops.lock().await;
         let group = self.registry.get(id).ok_or(GroupOpError::NotFound(id))?;

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use openraft::raft::ReadPolicy;
 use tonic::metadata::MetadataValue;
+use tracing::Instrument;
 
 use crate::context::NodeContext;
-use crate::raft::types::{GroupId, KvRequest, NodeId};
+use crate::raft::types::{GroupId, KvOp, KvRequest, NodeId};
 use crate::rpc::pb::kv_service_client::KvServiceClient;
 use crate::rpc::pb::{self, ReadMode as PbReadMode};
 use crate::rpc::FORWARDED_HEADER;
@@ -148,24 +149,43 @@ impl<'a> Kv<'a> {
     pub async fn put(&self, group: GroupId, key: String, value: Vec<u8>) -> Result<u64, KvError> {
         self.check_key(&key)?;
         self.check_value(&value)?;
-        let req = KvRequest::Put { key, value };
-        self.write(group, req).await.map(|(index, _)| index)
+        self.write(group, KvOp::Put { key, value })
+            .await
+            .map(|(index, _)| index)
     }
 
     pub async fn delete(&self, group: GroupId, key: String) -> Result<(u64, bool), KvError> {
         self.check_key(&key)?;
-        self.write(group, KvRequest::Delete { key }).await
+        self.write(group, KvOp::Delete { key }).await
     }
 
-    async fn write(&self, group: GroupId, req: KvRequest) -> Result<(u64, bool), KvError> {
-        let req = &req;
+    async fn write(&self, group: GroupId, op: KvOp) -> Result<(u64, bool), KvError> {
+        let op = &op;
         self.retry(
             group,
             || async {
                 let g = self.group(group)?;
                 let proposal = g.stats.proposal();
-                match g.raft.client_write(req.clone()).await {
+                // From submit through commit to apply: client_write answers once the entry is
+                // applied here. The entry carries this span's context to every node.
+                let span =
+                    tracing::info_span!("raft.propose", group, raft.index = tracing::field::Empty);
+                let written = async {
+                    let req = KvRequest {
+                        op: op.clone(),
+                        trace: crate::otel::propagation::current_traceparent(),
+                    };
+                    let written = g.raft.client_write(req).await;
+                    if let Ok(w) = &written {
+                        tracing::debug!(index = w.log_id.index, "write applied");
+                    }
+                    written
+                }
+                .instrument(span.clone())
+                .await;
+                match written {
                     Ok(resp) => {
+                        span.record("raft.index", resp.log_id.index);
                         proposal.finish(Some(true));
                         Ok(Next::Done((resp.log_id.index, resp.data.existed)))
                     }
@@ -182,8 +202,8 @@ impl<'a> Kv<'a> {
             },
             |leader_addr| async move {
                 let mut client = self.client(group, leader_addr.0, &leader_addr.1)?;
-                let r = match req {
-                    KvRequest::Put { key, value } => client
+                let r = match op {
+                    KvOp::Put { key, value } => client
                         .put(self.forward_request(pb::PutRequest {
                             group_id: group,
                             key: key.clone(),
@@ -191,7 +211,7 @@ impl<'a> Kv<'a> {
                         }))
                         .await
                         .map(|r| (r.into_inner().index, false)),
-                    KvRequest::Delete { key } => client
+                    KvOp::Delete { key } => client
                         .delete(self.forward_request(pb::DeleteRequest {
                             group_id: group,
                             key: key.clone(),
@@ -226,7 +246,12 @@ impl<'a> Kv<'a> {
             group,
             || async {
                 let g = self.group(group)?;
-                match g.raft.ensure_linearizable(policy.clone()).await {
+                let confirmed = g
+                    .raft
+                    .ensure_linearizable(policy.clone())
+                    .instrument(tracing::info_span!("raft.read_barrier", group, ?mode))
+                    .await;
+                match confirmed {
                     Ok(_) => Ok(Next::Done(g.sm.get(&key))),
                     Err(e) => self.route(
                         group,
@@ -294,7 +319,15 @@ impl<'a> Kv<'a> {
         loop {
             let outcome = match attempt().await? {
                 Next::Done(v) => return Ok(v),
-                Next::Forward(leader, addr) => match forward((leader, addr)).await {
+                Next::Forward(leader, addr) => match forward((leader, addr))
+                    .instrument(tracing::info_span!(
+                        "kv.forward",
+                        group,
+                        leader,
+                        otel.kind = "client"
+                    ))
+                    .await
+                {
                     Ok(v) => return Ok(v),
                     Err(e) if e.retryable() => e,
                     Err(e) => return Err(e),
@@ -328,6 +361,8 @@ impl<'a> Kv<'a> {
         let mut req = tonic::Request::new(msg);
         req.metadata_mut()
             .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
+        // Called inside the `kv.forward` span: the leader's handler continues this trace.
+        crate::otel::propagation::inject_metadata(&tracing::Span::current(), req.metadata_mut());
         req.set_timeout(self.ctx.settings.request_timeout);
         req
     }

@@ -12,6 +12,7 @@ pub mod leak_injection;
 pub mod ledger;
 pub mod metrics;
 pub mod node;
+pub mod otel;
 pub mod raft;
 pub mod registry;
 pub mod rpc;

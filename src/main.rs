@@ -119,7 +119,6 @@ fn serve(opts: ServeOptions) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    raftnode::telemetry::init(settings.log_format);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     // Blocking-pool threads (snapshot file I/O) exit after a second idle rather than tokio's
     // ten: the thread count then settles quickly after a burst, which is what leak checks read.

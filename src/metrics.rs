@@ -75,6 +75,8 @@ impl Metrics {
         registry.register(Box::new(ctx.deps.storage.fsync_histogram().clone()))?;
         registry.register(Box::new(ctx.deps.rpc_metrics.peer_rtt.clone()))?;
         registry.register(Box::new(ctx.deps.rpc_metrics.requests.clone()))?;
+        registry.register(Box::new(crate::otel::STATS.dropped.clone()))?;
+        registry.register(Box::new(crate::otel::STATS.exported.clone()))?;
         registry.register(Box::new(NodeCollector::new(
             Arc::downgrade(ctx),
             ctx.settings.metrics_group_labels,

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::context::{GroupOpError, NodeContext};
@@ -20,6 +21,7 @@ use crate::group::GroupDeps;
 use crate::http::{AppState, HttpServer};
 use crate::ledger::{Ledger, OwnerKind};
 use crate::metrics::Metrics;
+use crate::otel::Tracing;
 use crate::rpc::peers::Peers;
 use crate::storage::{Storage, StorageError, StorageOptions};
 
@@ -43,6 +45,8 @@ pub enum NodeError {
     Group(#[from] GroupOpError),
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Tracing(#[from] crate::otel::ExporterError),
     #[error("graceful shutdown did not finish within {0:?}")]
     ShutdownTimeout(Duration),
 }
@@ -113,15 +117,29 @@ async fn bind(what: &'static str, addr: std::net::SocketAddr) -> Result<TcpListe
 }
 
 /// Runs a node until `stop` resolves, then shuts it down in order.
+/// Also installs the process's `tracing` subscriber, since the trace exporter it feeds is one
+/// of the node's owners.
 pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(), NodeError> {
-    let _lock = lock_data_dir(&settings.data_dir)?;
-    let fresh = check_identity(&settings.data_dir, settings.node_id)?;
     crate::ledger::set_accounting(settings.ledger_accounting);
+    let ledger = Ledger::new();
+    let node = ledger.root(OwnerKind::Node, "main");
+    let (tracing_pipeline, tracer) = match &settings.tracing {
+        Some(t) => {
+            let owner = node.child(OwnerKind::Telemetry, "otlp");
+            let (pipeline, tracer) = Tracing::start(t, settings.node_id, owner)?;
+            (Some(pipeline), Some(tracer))
+        }
+        None => (None, None),
+    };
+    crate::telemetry::init(settings.log_format, tracer);
+    if let Some(t) = &tracing_pipeline {
+        tracing::info!(endpoint = %t.endpoint, protocol = ?t.protocol, "exporting traces over OTLP");
+    }
     if !settings.ledger_accounting {
         tracing::warn!("ledger accounting is off: leaks will not be detected");
     }
-    let ledger = Ledger::new();
-    let node = ledger.root(OwnerKind::Node, "main");
+    let _lock = lock_data_dir(&settings.data_dir)?;
+    let fresh = check_identity(&settings.data_dir, settings.node_id)?;
 
     let storage_owner = node.child(OwnerKind::Storage, "main");
     let (storage, report) = Storage::open(
@@ -190,14 +208,34 @@ pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> Result<(
     }
 
     let grace = settings.shutdown_grace;
-    tokio::time::timeout(grace, shutdown(&ctx, peers, storage, storage_owner, http))
-        .await
-        .map_err(|_| NodeError::ShutdownTimeout(grace))?;
+    let started = tokio::time::Instant::now();
+    let span = tracing::info_span!("node.shutdown", node = settings.node_id);
+    tokio::time::timeout(
+        grace,
+        shutdown(&ctx, peers, storage, storage_owner, http).instrument(span),
+    )
+    .await
+    .map_err(|_| NodeError::ShutdownTimeout(grace))?;
+    if let Some(t) = tracing_pipeline {
+        // Last, so that the shutdown's own spans are exported; bounded by what is left of the
+        // grace period, and never more than two seconds, since a collector that is down must
+        // not hold up the exit.
+        let left = grace.saturating_sub(started.elapsed());
+        t.shutdown(left.min(Duration::from_secs(2)), settings.leak_deadline)
+            .await;
+    }
     if let Some(leak) = node.stop(settings.leak_deadline).await {
         tracing::error!(remaining = ?leak.names, "node owner leaked resources at exit");
     }
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// One shutdown phase: logged at its start, and traced as a child of `node.shutdown`.
+async fn phase<F: Future>(step: u32, name: &'static str, fut: F) -> F::Output {
+    tracing::info!("shutdown: step {step}, {name}");
+    fut.instrument(tracing::info_span!("shutdown.phase", step, phase = name))
+        .await
 }
 
 async fn shutdown(
@@ -208,36 +246,52 @@ async fn shutdown(
     http: HttpServer,
 ) {
     let s = &ctx.settings;
-    tracing::info!("shutdown: step 1, not ready");
-    ctx.draining.store(true, Ordering::Release);
+    phase(1, "not ready", async {
+        ctx.draining.store(true, Ordering::Release);
+    })
+    .await;
 
     let groups = ctx.registry.all();
-    tracing::info!(
-        groups = groups.len(),
-        "shutdown: step 2, handing over leadership"
-    );
-    crate::shutdown::hand_over_leadership(&groups, s.shutdown_grace / 3).await;
+    phase(2, "handing over leadership", async {
+        tracing::info!(
+            groups = groups.len(),
+            "handing over the groups this node leads"
+        );
+        crate::shutdown::hand_over_leadership(&groups, s.shutdown_grace / 3).await;
+    })
+    .await;
 
-    tracing::info!("shutdown: step 3, stopping groups");
-    let stops = groups.iter().map(|g| {
-        ctx.registry.remove(g.id);
-        g.stop(s.leak_deadline)
-    });
-    futures::future::join_all(stops).await;
+    phase(3, "stopping groups", async {
+        let stops = groups.iter().map(|g| {
+            ctx.registry.remove(g.id);
+            g.stop(s.leak_deadline)
+        });
+        futures::future::join_all(stops).await;
+    })
+    .await;
     drop(groups);
 
-    tracing::info!("shutdown: step 4, closing peer channels");
-    peers.close(s.leak_deadline).await;
+    phase(4, "closing peer channels", peers.close(s.leak_deadline)).await;
 
-    tracing::info!("shutdown: step 5, draining the shared RPC server");
-    ctx.stop_rpc_server(s.shutdown_grace / 4).await;
+    phase(
+        5,
+        "draining the shared RPC server",
+        ctx.stop_rpc_server(s.shutdown_grace / 4),
+    )
+    .await;
 
-    tracing::info!("shutdown: step 6, flushing storage");
-    if !storage.close(s.leak_deadline).await {
-        tracing::error!("WAL writer did not exit in time");
-    }
-    storage_owner.stop(s.leak_deadline).await;
+    phase(6, "flushing storage", async {
+        if !storage.close(s.leak_deadline).await {
+            tracing::error!("WAL writer did not exit in time");
+        }
+        storage_owner.stop(s.leak_deadline).await;
+    })
+    .await;
 
-    tracing::info!("shutdown: step 7, stopping the HTTP server");
-    http.stop(Duration::from_secs(1)).await;
+    phase(
+        7,
+        "stopping the HTTP server",
+        http.stop(Duration::from_secs(1)),
+    )
+    .await;
 }

@@ -38,6 +38,8 @@ const CONTRACT: &[&str] = &[
     "raftnode_storage_fsync_duration_seconds",
     "raftnode_peer_round_trip_time_seconds",
     "raftnode_rpc_requests_total",
+    "raftnode_trace_spans_exported_total",
+    "raftnode_trace_spans_dropped_total",
     "raftnode_build_info",
 ];
 

@@ -105,15 +105,19 @@ impl Group {
             .map_err(|source| GroupError::Open { group: id, source })?;
         let log = GroupLogStore::new(deps.storage.clone(), id);
         let net = GroupNetworkFactory::new(id, owner.clone(), deps.clone());
+        // In a task of its own, outside the caller's span: openraft parents its long-lived
+        // core span (and so every log line of the group) on the span current at creation,
+        // which would keep a `group.start` span open for the group's whole life.
         let raft = owner
-            .scope(Raft::new(
-                deps.node_id,
-                deps.raft_config.clone(),
-                net,
-                log,
-                sm.clone(),
-            ))
+            .spawn(
+                "raft-new",
+                Raft::new(deps.node_id, deps.raft_config.clone(), net, log, sm.clone()),
+            )
             .await
+            .map_err(|e| GroupError::Raft {
+                group: id,
+                reason: e.to_string(),
+            })?
             .map_err(|e| GroupError::Raft {
                 group: id,
                 reason: e.to_string(),

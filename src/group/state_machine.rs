@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::raft::types::{
-    GroupId, KvRequest, KvResponse, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
+    GroupId, KvOp, KvRequest, KvResponse, LogId, Snapshot, SnapshotMeta, StoredMembership,
+    TypeConfig,
 };
 use crate::storage::snapshot_file;
 
@@ -30,11 +31,11 @@ pub struct KvState {
 
 impl KvState {
     fn apply(&mut self, req: KvRequest) -> KvResponse {
-        match req {
-            KvRequest::Put { key, value } => KvResponse {
+        match req.op {
+            KvOp::Put { key, value } => KvResponse {
                 existed: self.data.insert(key, ByteBuf::from(value)).is_some(),
             },
-            KvRequest::Delete { key } => KvResponse {
+            KvOp::Delete { key } => KvResponse {
                 existed: self.data.remove(&key).is_some(),
             },
         }
@@ -125,6 +126,7 @@ fn decode_state(meta: &SnapshotMeta, data: &[u8]) -> io::Result<KvState> {
 impl RaftSnapshotBuilder<TypeConfig> for KvStateMachine {
     type SnapshotData = Vec<u8>;
 
+    #[tracing::instrument(name = "kv.build_snapshot", skip(self), fields(group = self.group))]
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let (meta, data) = {
             let st = self.read();
@@ -157,6 +159,21 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
     {
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
+            // Applying a traced write is part of its trace, on the leader and on followers.
+            let _span = match &entry.payload {
+                EntryPayload::Normal(KvRequest {
+                    trace: Some(tp), ..
+                }) if crate::otel::enabled() => {
+                    let span = tracing::info_span!(
+                        "kv.apply",
+                        group = self.group,
+                        raft.index = entry.log_id.index
+                    );
+                    crate::otel::propagation::adopt_traceparent(&span, tp);
+                    Some(span.entered())
+                }
+                _ => None,
+            };
             let response = {
                 let mut st = self.write();
                 st.last_applied = Some(entry.log_id);

@@ -10,10 +10,11 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use crate::context::NodeContext;
 use crate::ledger::Owner;
@@ -73,9 +74,36 @@ pub fn router(state: AppState) -> Router {
     #[cfg(feature = "leak-injection")]
     let router = router.route("/v1/debug/leaks", post(admin::inject_leak));
     router
+        .route_layer(axum::middleware::from_fn(trace_request))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// The server span of an API call, continuing the client's trace when it sent a
+/// `traceparent`. Health checks and scrapes are left out: they would flood the exporter with
+/// traces nobody follows.
+async fn trace_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if !req.uri().path().starts_with("/v1/") {
+        return next.run(req).await;
+    }
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| req.uri().path().to_owned());
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format_args!("{} {route}", req.method()),
+        otel.kind = "server",
+        http.request.method = %req.method(),
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    crate::otel::propagation::adopt_from_headers(&span, req.headers());
+    let response = next.run(req).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {

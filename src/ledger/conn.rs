@@ -1,6 +1,7 @@
 //! Sockets that count themselves: a [`Counted`] stream holds its owner's connection guard, so
 //! the gauge drops exactly when the socket does, whoever ends up dropping it (tonic, hyper, or
-//! a leak).
+//! a leak). Also the dialling side's plumbing: a connector whose sockets count for an owner,
+//! and an executor that runs a client library's background tasks as that owner's tasks.
 
 use std::future::Future;
 use std::io;
@@ -12,7 +13,11 @@ use tokio::net::TcpStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use super::ItemGuard;
+use hyper_util::client::legacy::connect::{Connected as ClientConnected, Connection};
+use hyper_util::rt::TokioIo;
+use tonic::transport::Uri;
+
+use super::{Direction, ItemGuard, Owner};
 
 pub struct Counted<S> {
     inner: S,
@@ -57,6 +62,13 @@ impl Connected for Counted<TcpStream> {
 
     fn connect_info(&self) -> Self::ConnectInfo {
         self.inner.connect_info()
+    }
+}
+
+/// For hyper's pooled client, which asks each dialled stream what it is.
+impl Connection for Counted<TcpStream> {
+    fn connected(&self) -> ClientConnected {
+        self.inner.connected()
     }
 }
 
@@ -106,5 +118,65 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+/// Dials plain TCP like tonic's and hyper's own connectors, but each socket counts as an
+/// outbound connection of `owner` for exactly as long as the client keeps it.
+pub fn counting_connector(
+    owner: Owner,
+) -> impl tower::Service<
+    Uri,
+    Response = TokioIo<Counted<TcpStream>>,
+    Error = std::io::Error,
+    Future = futures::future::BoxFuture<'static, io::Result<TokioIo<Counted<TcpStream>>>>,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
+    tower::service_fn(move |uri: Uri| {
+        let owner = owner.clone();
+        // Boxed: hyper's pooled client wants an `Unpin` future.
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .unwrap_or_default()
+                .trim_matches(['[', ']'])
+                .to_string();
+            let port = uri.port_u16().unwrap_or(80);
+            let stream = TcpStream::connect((host.as_str(), port)).await?;
+            stream.set_nodelay(true)?;
+            let peer = stream
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| format!("{host}:{port}"));
+            let guard = owner.track_connection(Direction::Outbound, peer);
+            Ok(TokioIo::new(Counted::new(stream, guard)))
+        }) as futures::future::BoxFuture<'static, _>
+    })
+}
+
+/// hyper's and tonic's executor hook: the connection drivers and channel workers they spawn
+/// become tasks of `owner`, so a client that is never shut down shows up as that owner's leak
+/// instead of as anonymous tasks.
+#[derive(Clone)]
+pub struct OwnerExecutor {
+    owner: Owner,
+    name: &'static str,
+}
+
+impl OwnerExecutor {
+    pub fn new(owner: Owner, name: &'static str) -> Self {
+        OwnerExecutor { owner, name }
+    }
+}
+
+impl<F> hyper::rt::Executor<F> for OwnerExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        drop(self.owner.spawn(self.name, fut));
     }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use conn::Counted;
+pub use conn::{counting_connector, Counted, OwnerExecutor};
 pub use verdict::{verdict, Leak, Residual};
 
 /// Whether owners count what they hold. Off only to measure what the accounting costs
@@ -40,15 +40,18 @@ pub enum OwnerKind {
     Peer,
     Storage,
     Group,
+    /// The trace exporter: its batching task, its client's tasks and its collector connection.
+    Telemetry,
 }
 
 impl OwnerKind {
-    pub const ALL: [OwnerKind; 5] = [
+    pub const ALL: [OwnerKind; 6] = [
         OwnerKind::Node,
         OwnerKind::RpcServer,
         OwnerKind::Peer,
         OwnerKind::Storage,
         OwnerKind::Group,
+        OwnerKind::Telemetry,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +61,7 @@ impl OwnerKind {
             OwnerKind::Peer => "peer",
             OwnerKind::Storage => "storage",
             OwnerKind::Group => "group",
+            OwnerKind::Telemetry => "telemetry",
         }
     }
 
@@ -111,7 +115,7 @@ pub struct KindSnapshot {
 struct LedgerInner {
     owners: Mutex<BTreeMap<u64, Weak<OwnerInner>>>,
     next_owner: AtomicU64,
-    totals: [KindTotals; 5],
+    totals: [KindTotals; OwnerKind::ALL.len()],
 }
 
 /// The registry of owners. Cheap to clone.

@@ -2,9 +2,25 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A command in a group's log. Keys are UTF-8 (they come from URL paths); values are bytes.
+/// A command in a group's log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum KvRequest {
+pub struct KvRequest {
+    pub op: KvOp,
+    /// The W3C `traceparent` of the proposal, when its trace is sampled: replication and apply
+    /// on every node then join the client's trace. The state machine never reads it.
+    #[serde(default)]
+    pub trace: Option<String>,
+}
+
+impl KvRequest {
+    pub fn new(op: KvOp) -> Self {
+        KvRequest { op, trace: None }
+    }
+}
+
+/// What a command does. Keys are UTF-8 (they come from URL paths); values are bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvOp {
     Put {
         key: String,
         #[serde(with = "serde_bytes")]
@@ -17,9 +33,9 @@ pub enum KvRequest {
 
 impl std::fmt::Display for KvRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            KvRequest::Put { key, value } => write!(f, "put {key:?} ({} bytes)", value.len()),
-            KvRequest::Delete { key } => write!(f, "delete {key:?}"),
+        match &self.op {
+            KvOp::Put { key, value } => write!(f, "put {key:?} ({} bytes)", value.len()),
+            KvOp::Delete { key } => write!(f, "delete {key:?}"),
         }
     }
 }

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use tonic::transport::Channel;
+use tracing::Instrument;
 
 use crate::group::GroupDeps;
 use crate::ledger::{Direction, Owner};
@@ -103,21 +104,54 @@ impl Method {
 }
 
 impl GroupNetwork {
+    /// A span for replicating `entries` to this peer, when some of them belong to sampled
+    /// writes: a child of the first write's proposal, linked to the others. Heartbeats and
+    /// untraced entries get none, so idle replication sends the collector nothing.
+    fn replicate_span(&self, entries: &[crate::raft::types::Entry]) -> tracing::Span {
+        if !crate::otel::enabled() {
+            return tracing::Span::none();
+        }
+        let mut traces = entries.iter().filter_map(|e| match &e.payload {
+            openraft::EntryPayload::Normal(r) => r.trace.as_deref(),
+            _ => None,
+        });
+        let Some(first) = traces.next() else {
+            return tracing::Span::none();
+        };
+        let span = tracing::info_span!(
+            "raft.replicate",
+            otel.kind = "client",
+            group = self.group,
+            target = self.target,
+            entries = entries.len(),
+        );
+        crate::otel::propagation::adopt_traceparent(&span, first);
+        // Bounded: a large catch-up batch must not carry thousands of links.
+        for tp in traces.take(31) {
+            crate::otel::propagation::link_traceparent(&span, tp);
+        }
+        span
+    }
+
     async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &mut self,
         method: Method,
         req: &Req,
         ttl: Duration,
+        span: tracing::Span,
     ) -> Result<Resp, RPCError<TypeConfig>> {
         let client = match &mut self.client {
             Ok(c) => c,
             Err(e) => return Err(Unreachable::new(&RpcFailure(e.clone())).into()),
         };
         let payload = codec::encode(req).map_err(|s| NetworkError::new(&s))?;
-        let request = RaftRequest {
+        let mut request = tonic::Request::new(RaftRequest {
             group_id: self.group,
             payload,
-        };
+        });
+        if !span.is_none() {
+            crate::otel::propagation::inject_metadata(&span, request.metadata_mut());
+        }
         let _stream = self.owner.track_connection(
             Direction::Outbound,
             format!("{} {}", self.target, method.name()),
@@ -132,7 +166,7 @@ impl GroupNetwork {
                 Method::TransferLeader => client.transfer_leader(request).await,
             }
         };
-        let reply = match tokio::time::timeout(ttl, fut).await {
+        let reply = match tokio::time::timeout(ttl, fut).instrument(span).await {
             Err(_) => {
                 return Err(RPCError::Timeout(Timeout {
                     action: rpc_type(&method),
@@ -188,7 +222,9 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(Method::Append, &rpc, option.hard_ttl()).await
+        let span = self.replicate_span(&rpc.entries);
+        self.call(Method::Append, &rpc, option.hard_ttl(), span)
+            .await
     }
 
     async fn vote(
@@ -196,7 +232,8 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(Method::Vote, &rpc, option.hard_ttl()).await
+        self.call(Method::Vote, &rpc, option.hard_ttl(), tracing::Span::none())
+            .await
     }
 
     async fn pre_vote(
@@ -204,7 +241,13 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(Method::PreVote, &rpc, option.hard_ttl()).await
+        self.call(
+            Method::PreVote,
+            &rpc,
+            option.hard_ttl(),
+            tracing::Span::none(),
+        )
+        .await
     }
 
     async fn full_snapshot(
@@ -219,9 +262,17 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
             snapshot.meta,
             serde_bytes::ByteBuf::from(snapshot.snapshot),
         );
+        // Snapshots are rare and slow: always worth a (root) span.
+        let span = tracing::info_span!(
+            "raft.send_snapshot",
+            otel.kind = "client",
+            group = self.group,
+            target = self.target,
+            bytes = req.2.len(),
+        );
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
-            r = self.call(Method::Snapshot, &req, option.hard_ttl()) => r.map_err(streaming),
+            r = self.call(Method::Snapshot, &req, option.hard_ttl(), span) => r.map_err(streaming),
         }
     }
 
@@ -230,7 +281,12 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(Method::TransferLeader, &req, option.hard_ttl())
-            .await
+        self.call(
+            Method::TransferLeader,
+            &req,
+            option.hard_ttl(),
+            tracing::Span::none(),
+        )
+        .await
     }
 }

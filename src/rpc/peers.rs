@@ -6,11 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Channel, Endpoint};
 
-use crate::ledger::{Counted, Direction, Owner, OwnerKind};
+use crate::ledger::{counting_connector, Owner, OwnerExecutor, OwnerKind};
 use crate::raft::types::NodeId;
 
 struct Peer {
@@ -64,6 +62,8 @@ impl Peers {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
         let owner = self.parent.child(OwnerKind::Peer, node.to_string());
+        // The channel's worker and connection tasks then count as the peer's own.
+        let endpoint = endpoint.executor(OwnerExecutor::new(owner.clone(), "peer-channel"));
         let channel = endpoint.connect_with_connector_lazy(counting_connector(owner.clone()));
         if let Some(old) = peers.insert(
             node,
@@ -74,6 +74,13 @@ impl Peers {
             },
         ) {
             tracing::info!(peer = node, old = %old.addr, new = %addr, "peer address changed");
+            // The old channel's owner is retired like any other: it must reach zero once the
+            // clones still in flight are dropped.
+            let deadline = self.connect_timeout * 5;
+            drop(self.parent.spawn("peer-retire", async move {
+                drop(old.channel);
+                old.owner.stop(deadline).await;
+            }));
         }
         Ok(channel)
     }
@@ -90,37 +97,4 @@ impl Peers {
             p.owner.stop(deadline).await;
         }
     }
-}
-
-/// Dials like tonic's own connector, but each socket counts as an outbound connection of the
-/// peer's owner for exactly as long as hyper keeps it.
-fn counting_connector(
-    owner: Owner,
-) -> impl tower::Service<
-    Uri,
-    Response = TokioIo<Counted<TcpStream>>,
-    Error = std::io::Error,
-    Future = impl Send,
-> + Clone
-       + Send
-       + 'static {
-    tower::service_fn(move |uri: Uri| {
-        let owner = owner.clone();
-        async move {
-            let host = uri
-                .host()
-                .unwrap_or_default()
-                .trim_matches(['[', ']'])
-                .to_string();
-            let port = uri.port_u16().unwrap_or(80);
-            let stream = TcpStream::connect((host.as_str(), port)).await?;
-            stream.set_nodelay(true)?;
-            let peer = stream
-                .peer_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_else(|_| format!("{host}:{port}"));
-            let guard = owner.track_connection(Direction::Outbound, peer);
-            Ok(TokioIo::new(Counted::new(stream, guard)))
-        }
-    })
 }

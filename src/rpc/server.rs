@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::context::NodeContext;
 use crate::group::Group;
@@ -128,11 +129,22 @@ struct RaftSvc {
     ctx: Arc<NodeContext>,
 }
 
+/// Which Raft RPCs get a span. Heartbeats and votes never do, so that an idle cluster sends
+/// the collector nothing; appends do when the leader sent a trace context, which it does only
+/// for entries of a sampled write; snapshots always do, being rare and slow.
+#[derive(Clone, Copy, PartialEq)]
+enum Traced {
+    Never,
+    WithParent,
+    Always,
+}
+
 impl RaftSvc {
     /// Routes one Raft RPC to its group, decodes it, runs it, and counts the outcome.
     async fn handle<Req, T, E, Fut>(
         &self,
         method: &'static str,
+        traced: Traced,
         req: Request<RaftRequest>,
         call: impl FnOnce(Arc<Group>, Req) -> Fut,
     ) -> Result<Response<RaftReply>, Status>
@@ -142,11 +154,29 @@ impl RaftSvc {
         E: std::fmt::Display,
         Fut: Future<Output = Result<T, E>>,
     {
+        let span = match traced {
+            _ if !crate::otel::enabled() => tracing::Span::none(),
+            Traced::Never => tracing::Span::none(),
+            Traced::WithParent if !req.metadata().contains_key("traceparent") => {
+                tracing::Span::none()
+            }
+            Traced::WithParent | Traced::Always => {
+                let span = tracing::info_span!(
+                    "raft.rpc",
+                    otel.name = %format_args!("raft.{method}"),
+                    otel.kind = "server",
+                    group = req.get_ref().group_id,
+                );
+                crate::otel::propagation::adopt_from_metadata(&span, req.metadata());
+                span
+            }
+        };
         let r = async {
             let req = req.into_inner();
             let g = group_of(&self.ctx, req.group_id)?;
             reply(call(g, decode(&req)?).await)
         }
+        .instrument(span)
         .await;
         self.ctx.deps.rpc_metrics.served("raft", method, &r);
         r
@@ -156,16 +186,16 @@ impl RaftSvc {
 #[tonic::async_trait]
 impl RaftService for RaftSvc {
     async fn vote(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        self.handle("vote", req, |g, r| async move { g.raft.vote(r).await })
-            .await
+        self.handle("vote", Traced::Never, req, |g, r| async move {
+            g.raft.vote(r).await
+        })
+        .await
     }
 
     async fn pre_vote(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        self.handle(
-            "pre_vote",
-            req,
-            |g, r| async move { g.raft.pre_vote(r).await },
-        )
+        self.handle("pre_vote", Traced::Never, req, |g, r| async move {
+            g.raft.pre_vote(r).await
+        })
         .await
     }
 
@@ -173,9 +203,12 @@ impl RaftService for RaftSvc {
         &self,
         req: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        self.handle("append_entries", req, |g, r| async move {
-            g.raft.append_entries(r).await
-        })
+        self.handle(
+            "append_entries",
+            Traced::WithParent,
+            req,
+            |g, r| async move { g.raft.append_entries(r).await },
+        )
         .await
     }
 
@@ -185,6 +218,7 @@ impl RaftService for RaftSvc {
     ) -> Result<Response<RaftReply>, Status> {
         self.handle(
             "install_snapshot",
+            Traced::Always,
             req,
             |g, (vote, meta, data): (Vote, SnapshotMeta, serde_bytes::ByteBuf)| async move {
                 let snapshot = Snapshot {
@@ -201,7 +235,7 @@ impl RaftService for RaftSvc {
         &self,
         req: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        self.handle("transfer_leader", req, |g, r| async move {
+        self.handle("transfer_leader", Traced::Never, req, |g, r| async move {
             g.raft.handle_transfer_leader(r).await
         })
         .await
@@ -217,12 +251,27 @@ fn forwarded<T>(req: &Request<T>) -> bool {
 }
 
 impl KvSvc {
+    /// The server span of a client call, continuing the caller's trace when it sent one (a
+    /// follower forwarding to this leader always does, when the write is traced).
+    fn span<T>(method: &'static str, req: &Request<T>) -> tracing::Span {
+        let span = tracing::info_span!(
+            "grpc.request",
+            otel.name = %format_args!("raftnode.v1.KvService/{method}"),
+            rpc.method = method,
+            otel.kind = "server",
+            forwarded = forwarded(req),
+        );
+        crate::otel::propagation::adopt_from_metadata(&span, req.metadata());
+        span
+    }
+
     async fn observe<T>(
         &self,
         method: &'static str,
+        span: tracing::Span,
         fut: impl Future<Output = Result<T, Status>>,
     ) -> Result<T, Status> {
-        let r = fut.await;
+        let r = fut.instrument(span).await;
         self.ctx.deps.rpc_metrics.served("kv", method, &r);
         r
     }
@@ -232,8 +281,9 @@ impl KvSvc {
 impl KvService for KvSvc {
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutReply>, Status> {
         let fwd = forwarded(&req);
+        let span = Self::span("Put", &req);
         let r = req.into_inner();
-        self.observe("put", async {
+        self.observe("put", span, async {
             let index = Kv::new(&self.ctx, fwd)
                 .put(r.group_id, r.key, r.value)
                 .await
@@ -245,8 +295,9 @@ impl KvService for KvSvc {
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetReply>, Status> {
         let fwd = forwarded(&req);
+        let span = Self::span("Get", &req);
         let r = req.into_inner();
-        self.observe("get", async {
+        self.observe("get", span, async {
             let mode = ReadMode::from_pb(r.read_mode).ok_or_else(|| {
                 Status::invalid_argument(format!("unknown read mode {}", r.read_mode))
             })?;
@@ -267,8 +318,9 @@ impl KvService for KvSvc {
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteReply>, Status> {
         let fwd = forwarded(&req);
+        let span = Self::span("Delete", &req);
         let r = req.into_inner();
-        self.observe("delete", async {
+        self.observe("delete", span, async {
             let (index, existed) = Kv::new(&self.ctx, fwd)
                 .delete(r.group_id, r.key)
                 .await

@@ -8,6 +8,9 @@
 //! - a `Node` that is dropped SIGKILLs its live child, and each child also gets SIGKILL from the
 //!   kernel if the test thread that spawned it dies (PR_SET_PDEATHSIG), so no test leaks processes.
 //!
+//! The child's environment has every `RAFTNODE_*` and `OTEL_*` variable removed, so that the
+//! machine's settings never leak into a test.
+//!
 //! Set `RAFTNODE_TEST_KEEP=1` to keep every test dir, `RAFTNODE_TEST_LOG` to change `RUST_LOG`.
 #![allow(dead_code)] // each test binary uses a different subset of the harness
 
@@ -24,6 +27,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{sleep, JoinHandle};
 use std::time::{Duration, Instant};
+
+pub mod otlp;
 
 use reqwest::blocking::Client;
 use reqwest::Method;
@@ -348,7 +353,8 @@ pub fn spawn_raftnode(args: &[String], envs: &[(String, String)], log_dir: &Path
         .stdout(append_file(&log_dir.join("stdout.log")))
         .stderr(append_file(&log_dir.join("stderr.log")));
     for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("RAFTNODE_") {
+        let k_str = k.to_string_lossy();
+        if k_str.starts_with("RAFTNODE_") || k_str.starts_with("OTEL_") {
             cmd.env_remove(k);
         }
     }
@@ -1324,6 +1330,11 @@ pub fn describe_segments(data_dir: &Path) -> BTreeMap<String, u64> {
 
 /// A started single-node cluster (group 1) in its own temp dir, with `extra` flags.
 pub fn single_node(extra: &[&str]) -> (tempfile::TempDir, Node) {
+    single_node_with(extra, &[])
+}
+
+/// [`single_node`] with extra environment variables for the child.
+pub fn single_node_with(extra: &[&str], envs: &[(String, String)]) -> (tempfile::TempDir, Node) {
     let tmp = tempfile::tempdir().expect("temp dir");
     let mut node = Node::new(
         1,
@@ -1334,6 +1345,7 @@ pub fn single_node(extra: &[&str]) -> (tempfile::TempDir, Node) {
     );
     node.peers = format!("1={}", node.grpc_addr());
     node.extra_args = extra.iter().map(|s| s.to_string()).collect();
+    node.envs = envs.to_vec();
     node.start();
     node.wait_ready(READY_TIMEOUT);
     (tmp, node)

@@ -1,0 +1,163 @@
+//! What the cluster benchmarks share: a 3-node cluster of the optimised binary on loopback,
+//! a closed-loop put load, percentiles and a /metrics reader.
+#![allow(dead_code)] // each bench uses a different subset
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Node {
+    pub child: Child,
+    pub http: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// Starts nodes 1..=3 of a cluster hosting `groups`, each with `env` added to its environment.
+pub fn start_cluster(dir: &std::path::Path, groups: &str, env: &[(String, String)]) -> Vec<Node> {
+    let grpc: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let peers: Vec<String> = grpc
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+        .collect();
+    let peers = peers.join(",");
+    (0..3)
+        .map(|i| {
+            let http = format!("127.0.0.1:{}", free_port());
+            let log =
+                std::fs::File::create(dir.join(format!("node{}.log", i + 1))).expect("log file");
+            let child = Command::new(env!("CARGO_BIN_EXE_raftnode"))
+                .args(["serve", "--node-id", &(i + 1).to_string()])
+                .args(["--grpc-addr", &format!("127.0.0.1:{}", grpc[i])])
+                .args(["--http-addr", &http])
+                .arg("--data-dir")
+                .arg(dir.join(format!("n{}", i + 1)))
+                .args(["--peers", &peers, "--groups", groups])
+                .args(["--election-timeout-ms", "500", "--heartbeat-ms", "100"])
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("cannot start raftnode");
+            Node { child, http }
+        })
+        .collect()
+}
+
+pub async fn leader_of(client: &reqwest::Client, nodes: &[Node], group: u64) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        for (i, n) in nodes.iter().enumerate() {
+            let url = format!("http://{}/v1/status", n.http);
+            if let Ok(r) = client.get(&url).send().await {
+                if let Ok(v) = r.json::<serde_json::Value>().await {
+                    let role = v["groups"]
+                        .as_array()
+                        .and_then(|gs| gs.iter().find(|g| g["id"] == group))
+                        .map(|g| g["role"] == "Leader");
+                    if role == Some(true) {
+                        return i;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("group {group} elected no leader in 30s");
+}
+
+pub struct Run {
+    pub ok: u64,
+    pub latencies: Vec<Duration>,
+    pub elapsed: Duration,
+}
+
+/// `clients` loops writing to the given (address, group) targets round-robin until `secs` pass.
+pub async fn load(
+    client: &reqwest::Client,
+    targets: &[(String, u64)],
+    clients: usize,
+    secs: u64,
+) -> Run {
+    let value = vec![b'x'; 256];
+    let start = Instant::now();
+    let until = start + Duration::from_secs(secs);
+    let loops = (0..clients).map(|c| {
+        let value = value.clone();
+        async move {
+            let mut lat = Vec::new();
+            let mut i = 0u64;
+            while Instant::now() < until {
+                let (addr, group) = &targets[(c + i as usize) % targets.len()];
+                let url = format!("http://{addr}/v1/kv/{group}/c{c}-{i}");
+                let t = Instant::now();
+                let r = client.put(&url).body(value.clone()).send().await;
+                if matches!(r, Ok(ref r) if r.status().is_success()) {
+                    lat.push(t.elapsed());
+                }
+                i += 1;
+            }
+            lat
+        }
+    });
+    let mut latencies: Vec<Duration> = futures::future::join_all(loops)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    latencies.sort_unstable();
+    Run {
+        ok: latencies.len() as u64,
+        latencies,
+        elapsed: start.elapsed(),
+    }
+}
+
+pub fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+pub async fn fsyncs(client: &reqwest::Client, node: &Node) -> f64 {
+    metric(
+        client,
+        node,
+        "raftnode_storage_fsync_duration_seconds_count",
+    )
+    .await
+}
+
+/// Sum of every sample of `name` (all label sets) in one scrape of `node`.
+pub async fn metric(client: &reqwest::Client, node: &Node, name: &str) -> f64 {
+    let text = client
+        .get(format!("http://{}/metrics", node.http))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("scrape body");
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
