@@ -494,4 +494,26 @@ mod tests {
         .to_string();
         assert!(e.contains("nodeid"), "{e}");
     }
+
+    #[test]
+    fn the_file_can_turn_tracing_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "otlp_endpoint = \"http://collector:4318\"\notlp_protocol = \"http/protobuf\"\n\
+             otel_traces_sampler = \"traceidratio\"\notel_traces_sampler_arg = \"0.25\"\n",
+        )
+        .unwrap();
+        let o = ServeOptions {
+            config: Some(path),
+            ..Default::default()
+        }
+        .with_file()
+        .unwrap();
+        let t = Settings::resolve(o).unwrap().tracing.unwrap();
+        assert_eq!(t.endpoint.to_string(), "http://collector:4318/v1/traces");
+        assert_eq!(t.sampler.root, crate::otel::SamplerKind::Ratio(0.25));
+        assert!(!t.sampler.parent_based);
+    }
 }
