@@ -53,6 +53,10 @@ pub enum Call {
     Kv(KvCommand),
     Status,
     Group(GroupCommand),
+    /// `/healthz`, or `/readyz` when `ready`.
+    Health {
+        ready: bool,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +94,13 @@ pub async fn run(target: &Target, call: Call) -> Result<String, ClientError> {
         })?;
     let req = match call {
         Call::Status => http.get(format!("{base}/v1/status")),
+        // A health probe must answer well within the container runtime's own probe timeout.
+        Call::Health { ready } => http
+            .get(format!(
+                "{base}/{}",
+                if ready { "readyz" } else { "healthz" }
+            ))
+            .timeout(Duration::from_secs(2)),
         Call::Kv(KvCommand::Put { group, key, value }) => http
             .put(format!("{base}/v1/kv/{group}/{}", key_path(&key)))
             .body(value),

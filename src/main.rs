@@ -36,6 +36,15 @@ enum Command {
     /// Start/stop groups, RPC servers or whole processes for many cycles and check that tasks,
     /// threads, connections, fds and RSS come back (exit 1 if anything grew).
     Soak(raftnode::soak::SoakArgs),
+    /// Exit 0 if the node answers /healthz (or /readyz with --ready), 1 otherwise: for
+    /// container health checks, which then need no curl in the image.
+    Health {
+        #[command(flatten)]
+        target: Target,
+        /// Check readiness (serving, not draining) instead of liveness.
+        #[arg(long)]
+        ready: bool,
+    },
     /// Start or stop groups on a live node.
     Group {
         #[command(flatten)]
@@ -51,6 +60,7 @@ fn main() -> ExitCode {
         Command::Serve(opts) => serve(*opts),
         Command::Kv { target, command } => call(&target, Call::Kv(command)),
         Command::Status { target } => call(&target, Call::Status),
+        Command::Health { target, ready } => call(&target, Call::Health { ready }),
         Command::Group { target, command } => call(&target, Call::Group(command)),
         Command::Soak(args) => soak(&args),
     }

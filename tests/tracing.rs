@@ -158,9 +158,16 @@ fn a_put_to_a_follower_is_one_trace_across_nodes() {
     }
 
     // The exporter is an owner like any other, and idle replication sends nothing.
-    let scrape = cluster.node(leader).get_path("/metrics").text();
-    assert!(metric_sum(&scrape, "raftnode_owner_tasks", "owner_kind=\"telemetry\"") >= 1.0);
-    assert!(metric_sum(&scrape, "raftnode_trace_spans_exported_total", "") >= 1.0);
+    // (The collector may record a batch a moment before the node counts it as exported.)
+    let counted = wait_until(Duration::from_secs(10), || {
+        let scrape = cluster.node(leader).get_path("/metrics").text();
+        metric_sum(&scrape, "raftnode_owner_tasks", "owner_kind=\"telemetry\"") >= 1.0
+            && metric_sum(&scrape, "raftnode_trace_spans_exported_total", "") >= 1.0
+    });
+    assert!(
+        counted,
+        "the telemetry owner's task and exported spans show on /metrics"
+    );
     let before = collector.spans().len();
     std::thread::sleep(Duration::from_secs(3));
     let idle: Vec<String> = collector.spans()[before..]

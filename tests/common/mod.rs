@@ -161,7 +161,7 @@ pub fn enc(s: &str) -> String {
     out
 }
 
-fn http_client(timeout: Duration) -> Client {
+pub fn http_client(timeout: Duration) -> Client {
     Client::builder()
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(2))
