@@ -52,6 +52,10 @@ fn a_put_to_a_follower_is_one_trace_across_nodes() {
     let mut cluster = Cluster::new(3, &[1], Tuning::default());
     for n in &mut cluster.nodes {
         n.envs = collector.env();
+        n.envs.push((
+            "OTEL_EXPORTER_OTLP_HEADERS".into(),
+            "x-collector-key=grpc-secret".into(),
+        ));
     }
     for n in &cluster.nodes {
         n.start();
@@ -102,6 +106,11 @@ fn a_put_to_a_follower_is_one_trace_across_nodes() {
     assert!(spans
         .iter()
         .all(|s| s.service.as_deref() == Some("raftnode")));
+    let keys = collector.keys();
+    assert!(
+        !keys.is_empty() && keys.iter().all(|k| k == "grpc-secret"),
+        "OTEL_EXPORTER_OTLP_HEADERS reach the collector as gRPC metadata: {keys:?}"
+    );
 
     // Parent links: every span's parent is in the trace, except the HTTP server span, whose
     // parent is the client's span from the traceparent header.
@@ -221,6 +230,10 @@ fn http_protobuf_exports_with_the_configured_resource() {
         "OTEL_RESOURCE_ATTRIBUTES".into(),
         "deployment.environment=ci".into(),
     ));
+    env.push((
+        "OTEL_EXPORTER_OTLP_HEADERS".into(),
+        "x-collector-key=http-secret".into(),
+    ));
     let (_tmp, node) = single_node_with(&[], &env);
     node.put_ok(1, "k", "v");
     let spans = eventually(Duration::from_secs(20), "spans over http/protobuf", || {
@@ -234,6 +247,11 @@ fn http_protobuf_exports_with_the_configured_resource() {
     assert!(spans
         .iter()
         .all(|s| s.service.as_deref() == Some("kv-under-test")));
+    assert!(
+        collector.keys().iter().all(|k| k == "http-secret") && !collector.keys().is_empty(),
+        "OTEL_EXPORTER_OTLP_HEADERS reach the collector: {:?}",
+        collector.keys()
+    );
     assert!(node.sigterm().success());
 }
 

@@ -33,6 +33,19 @@ pub struct CollectedSpan {
 }
 
 type Store = Arc<Mutex<Vec<CollectedSpan>>>;
+/// Values of the `x-collector-key` header (gRPC metadata) of each export, to check that
+/// `OTEL_EXPORTER_OTLP_HEADERS` reaches the collector.
+type Keys = Arc<Mutex<Vec<String>>>;
+
+const KEY_HEADER: &str = "x-collector-key";
+
+fn remember(keys: &Keys, value: Option<&str>) {
+    if let Some(v) = value {
+        keys.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(v.to_string());
+    }
+}
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -83,7 +96,7 @@ fn record(store: &Store, req: ExportTraceServiceRequest) {
     }
 }
 
-struct Grpc(Store);
+struct Grpc(Store, Keys);
 
 #[tonic::async_trait]
 impl TraceService for Grpc {
@@ -91,6 +104,10 @@ impl TraceService for Grpc {
         &self,
         req: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        remember(
+            &self.1,
+            req.metadata().get(KEY_HEADER).and_then(|v| v.to_str().ok()),
+        );
         record(&self.0, req.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
@@ -103,6 +120,7 @@ pub struct Collector {
     pub endpoint: String,
     pub protocol: &'static str,
     spans: Store,
+    keys: Keys,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -131,7 +149,8 @@ impl Collector {
     pub fn grpc() -> Collector {
         let (l, port, rt) = listener();
         let spans: Store = Arc::default();
-        let svc = TraceServiceServer::new(Grpc(spans.clone()));
+        let keys: Keys = Arc::default();
+        let svc = TraceServiceServer::new(Grpc(spans.clone(), keys.clone()));
         rt.spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
             let _ = tonic::transport::Server::builder()
@@ -143,6 +162,7 @@ impl Collector {
             endpoint: format!("http://127.0.0.1:{port}"),
             protocol: "grpc",
             spans,
+            keys,
             _rt: rt,
         }
     }
@@ -151,32 +171,36 @@ impl Collector {
     pub fn http() -> Collector {
         let (l, port, rt) = listener();
         let spans: Store = Arc::default();
-        let store = spans.clone();
+        let keys: Keys = Arc::default();
+        let (store, seen) = (spans.clone(), keys.clone());
         let app = axum::Router::new().route(
             "/v1/traces",
-            axum::routing::post(move |body: axum::body::Bytes| {
-                let store = store.clone();
-                async move {
-                    match ExportTraceServiceRequest::decode(body) {
-                        Ok(req) => {
-                            record(&store, req);
-                            let reply = ExportTraceServiceResponse {
-                                partial_success: None,
-                            };
-                            (
-                                axum::http::StatusCode::OK,
-                                [("content-type", "application/x-protobuf")],
-                                reply.encode_to_vec(),
-                            )
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let store = store.clone();
+                    remember(&seen, headers.get(KEY_HEADER).and_then(|v| v.to_str().ok()));
+                    async move {
+                        match ExportTraceServiceRequest::decode(body) {
+                            Ok(req) => {
+                                record(&store, req);
+                                let reply = ExportTraceServiceResponse {
+                                    partial_success: None,
+                                };
+                                (
+                                    axum::http::StatusCode::OK,
+                                    [("content-type", "application/x-protobuf")],
+                                    reply.encode_to_vec(),
+                                )
+                            }
+                            Err(_) => (
+                                axum::http::StatusCode::BAD_REQUEST,
+                                [("content-type", "text/plain")],
+                                b"bad protobuf".to_vec(),
+                            ),
                         }
-                        Err(_) => (
-                            axum::http::StatusCode::BAD_REQUEST,
-                            [("content-type", "text/plain")],
-                            b"bad protobuf".to_vec(),
-                        ),
                     }
-                }
-            }),
+                },
+            ),
         );
         rt.spawn(async move {
             let _ = axum::serve(l, app).await;
@@ -185,6 +209,7 @@ impl Collector {
             endpoint: format!("http://127.0.0.1:{port}"),
             protocol: "http/protobuf",
             spans,
+            keys,
             _rt: rt,
         }
     }
@@ -197,6 +222,11 @@ impl Collector {
             ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), self.protocol.into()),
             ("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()),
         ]
+    }
+
+    /// The `x-collector-key` values the exports carried.
+    pub fn keys(&self) -> Vec<String> {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn spans(&self) -> Vec<CollectedSpan> {
