@@ -184,6 +184,23 @@ fn compose_stack_end_to_end() {
         t.elapsed()
     );
 
+    // The image's HEALTHCHECK (`raftnode health`) works inside the container.
+    let healthy = wait_until(Duration::from_secs(90), || {
+        all.iter().all(|&n| {
+            docker(&[
+                "inspect",
+                "-f",
+                "{{.State.Health.Status}}",
+                &node_container(n),
+            ]) == "healthy"
+        })
+    });
+    assert!(healthy, "node containers not healthy by their HEALTHCHECK");
+    println!(
+        "e2e: every node container healthy by the image's HEALTHCHECK after {:?}",
+        t.elapsed()
+    );
+
     // ---- Writes and reads through every node. ----
     for &node in &all {
         for &g in &GROUPS {
