@@ -114,14 +114,9 @@ impl Group {
                 Raft::new(deps.node_id, deps.raft_config.clone(), net, log, sm.clone()),
             )
             .await
-            .map_err(|e| GroupError::Raft {
-                group: id,
-                reason: e.to_string(),
-            })?
-            .map_err(|e| GroupError::Raft {
-                group: id,
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|reason| GroupError::Raft { group: id, reason })?;
         let stats = Arc::new(GroupStats::default());
         owner.spawn(
             "leader-watch",

@@ -253,13 +253,13 @@ fn forwarded<T>(req: &Request<T>) -> bool {
 impl KvSvc {
     /// The server span of a client call, continuing the caller's trace when it sent one (a
     /// follower forwarding to this leader always does, when the write is traced).
-    fn span<T>(method: &'static str, req: &Request<T>) -> tracing::Span {
+    fn span<T>(method: &'static str, req: &Request<T>, fwd: bool) -> tracing::Span {
         let span = tracing::info_span!(
             "grpc.request",
             otel.name = %format_args!("raftnode.v1.KvService/{method}"),
             rpc.method = method,
             otel.kind = "server",
-            forwarded = forwarded(req),
+            forwarded = fwd,
         );
         crate::otel::propagation::adopt_from_metadata(&span, req.metadata());
         span
@@ -281,7 +281,7 @@ impl KvSvc {
 impl KvService for KvSvc {
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutReply>, Status> {
         let fwd = forwarded(&req);
-        let span = Self::span("Put", &req);
+        let span = Self::span("Put", &req, fwd);
         let r = req.into_inner();
         self.observe("put", span, async {
             let index = Kv::new(&self.ctx, fwd)
@@ -295,7 +295,7 @@ impl KvService for KvSvc {
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetReply>, Status> {
         let fwd = forwarded(&req);
-        let span = Self::span("Get", &req);
+        let span = Self::span("Get", &req, fwd);
         let r = req.into_inner();
         self.observe("get", span, async {
             let mode = ReadMode::from_pb(r.read_mode).ok_or_else(|| {
@@ -318,7 +318,7 @@ impl KvService for KvSvc {
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteReply>, Status> {
         let fwd = forwarded(&req);
-        let span = Self::span("Delete", &req);
+        let span = Self::span("Delete", &req, fwd);
         let r = req.into_inner();
         self.observe("delete", span, async {
             let (index, existed) = Kv::new(&self.ctx, fwd)
