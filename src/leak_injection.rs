@@ -7,14 +7,17 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::group::Group;
-use crate::ledger::{Direction, ItemGuard};
-use crate::rpc::server::RpcServer;
+use crate::ledger::{Direction, ItemGuard, Owner};
 
+/// What an armed leak leaves behind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeakKind {
+    /// A task that ignores its owner's cancellation.
     Task,
+    /// A thread that never exits.
     Thread,
+    /// A socket nobody closes.
     Connection,
 }
 
@@ -35,6 +38,7 @@ fn keep(stream: Option<std::net::TcpStream>, guard: ItemGuard) {
 }
 
 impl Armed {
+    /// Arms one leak of `kind` for the next group stop.
     pub fn arm_group(&self, kind: LeakKind) {
         self.group
             .lock()
@@ -42,6 +46,7 @@ impl Armed {
             .push(kind);
     }
 
+    /// Arms one leaked inbound connection for the next stop of the shared RPC server.
     pub fn arm_rpc_server(&self) {
         *self.rpc_server.lock().unwrap_or_else(|e| e.into_inner()) += 1;
     }
@@ -84,15 +89,13 @@ impl Armed {
     }
 
     /// Leaves one inbound connection on the stopping RPC server's books.
-    pub fn before_rpc_stop(&self, server: &RpcServer) {
+    pub fn before_rpc_stop(&self, owner: &Owner) {
         let mut n = self.rpc_server.lock().unwrap_or_else(|e| e.into_inner());
         for _ in 0..*n {
             tracing::warn!("injecting a leaked inbound connection into the gRPC server's stop");
             keep(
                 None,
-                server
-                    .owner
-                    .track_connection(Direction::Inbound, "injected inbound connection"),
+                owner.track_connection(Direction::Inbound, "injected inbound connection"),
             );
         }
         *n = 0;

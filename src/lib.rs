@@ -1,9 +1,24 @@
-//! raftnode: many Raft groups behind one shared gRPC server, serving a replicated KV store,
-//! where every task, thread and connection has an owner that must account for it at stop.
+//! raftnode: many Raft groups behind one shared gRPC server, where every task, thread and
+//! connection has an owner that must account for it when it stops.
+//!
+//! As a library, it hosts groups of a [`StateMachine`] that the embedding program defines:
+//! build a [`Node`] with [`Node::builder`], then [`Node::propose`] commands and [`Node::read`]
+//! the state, on any member; [`Node::stop`] stops everything in order and reports leaks. The
+//! consensus is openraft's; raftnode adds the multi-group node around it: the shared server
+//! and peer channels, one storage engine for every group, the snapshots, the ordered shutdown
+//! and the resource ledger (`ledger`).
+//!
+//! The `raftnode` binary (feature `cli`, on by default) serves a replicated key-value store
+//! (`kv`) this way. Without default features the crate builds as a library alone:
+//! `cargo build --lib --no-default-features`.
+//!
+//! The design, and the reasons for it, are in `docs/ARCHITECTURE.md`.
+#![warn(missing_docs)]
 
+#[cfg(feature = "cli")]
 pub mod client;
+#[cfg(feature = "cli")]
 pub mod config;
-pub mod context;
 pub mod group;
 pub mod http;
 pub mod kv;
@@ -14,13 +29,22 @@ pub mod metrics;
 pub mod node;
 pub mod otel;
 pub mod raft;
-pub mod registry;
 pub mod rpc;
-pub mod shutdown;
+#[cfg(feature = "cli")]
 pub mod soak;
+pub mod state_machine;
 pub mod storage;
+#[cfg(feature = "cli")]
 pub mod telemetry;
 pub mod threads;
+
+pub use ledger::Ledger;
+pub use node::{
+    Applied, GroupOpError, Node, NodeBuilder, NodeConfig, NodeError, ReadMode, RequestError,
+    StopReport,
+};
+pub use raft::types::{GroupId, NodeId};
+pub use state_machine::{Committed, StateMachine};
 
 /// The source revision this binary was built from, when the build knew it.
 pub const REVISION: &str = match option_env!("RAFTNODE_REVISION") {

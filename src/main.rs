@@ -1,10 +1,15 @@
-//! The `raftnode` binary: parse the command line, load configuration, run.
+//! The `raftnode` binary: parse the command line, load configuration, run. It is one program
+//! that embeds the library: it installs the log subscriber and the trace pipeline (the library
+//! never does), builds a node serving the KV store, and turns signals into an ordered stop.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use raftnode::client::{self, Call, GroupCommand, KvCommand, Target};
 use raftnode::config::{ServeOptions, Settings};
+use raftnode::ledger::{Ledger, OwnerKind};
+use raftnode::otel::{TraceStats, Tracing};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// A multi-raft replicated KV node where every task, thread and connection has an owner.
@@ -135,7 +140,7 @@ fn serve(opts: ServeOptions) -> ExitCode {
     builder
         .enable_all()
         .thread_name("raftnode-worker")
-        .thread_keep_alive(std::time::Duration::from_secs(1));
+        .thread_keep_alive(Duration::from_secs(1));
     if settings.worker_threads > 0 {
         builder.worker_threads(settings.worker_threads);
     }
@@ -147,7 +152,7 @@ fn serve(opts: ServeOptions) -> ExitCode {
         }
     };
     let code = rt.block_on(run_until_signalled(settings));
-    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    rt.shutdown_timeout(Duration::from_secs(1));
     code
 }
 
@@ -164,38 +169,97 @@ async fn run_until_signalled(settings: Settings) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut stop_tx = Some(stop_tx);
-    let run = raftnode::node::run(settings, async {
-        let _ = stop_rx.await;
-    });
-    tokio::pin!(run);
-    loop {
+    let mut signalled = async || {
         tokio::select! {
-            result = &mut run => {
-                return match result {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        tracing::error!(error = %e, "node failed");
-                        eprintln!("raftnode: {e}");
-                        ExitCode::from(1)
-                    }
-                };
-            }
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        match stop_tx.take() {
-            Some(tx) => {
-                tracing::info!(
-                    "signal received: shutting down gracefully (send again to exit at once)"
-                );
-                let _ = tx.send(());
-            }
-            None => {
-                eprintln!("raftnode: second signal: exiting without finishing the shutdown");
-                std::process::exit(130);
+    };
+
+    // The ledger and the trace pipeline come first: the pipeline's owner is counted with the
+    // node's, and the subscriber must be in place before the node logs anything.
+    let ledger = Ledger::with_accounting(settings.ledger_accounting);
+    let stats = match TraceStats::new() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("raftnode: metrics registry: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let node_id = settings.node.node_id;
+    let (pipeline, tracer) = match &settings.tracing {
+        Some(t) => {
+            let owner = ledger.root(OwnerKind::Telemetry, "otlp");
+            match Tracing::start(t, node_id, owner, stats.clone()) {
+                Ok((p, tracer)) => (Some(p), Some(tracer)),
+                Err(e) => {
+                    eprintln!("raftnode: {e}");
+                    return ExitCode::from(1);
+                }
             }
         }
+        None => (None, None),
+    };
+    raftnode::telemetry::init(settings.log_format, tracer);
+    if let Some(p) = &pipeline {
+        tracing::info!(endpoint = %p.endpoint, protocol = ?p.protocol, "exporting traces over OTLP");
     }
+
+    let grace = Duration::from_millis(settings.node.shutdown_grace_ms);
+    let leak_deadline = Duration::from_millis(settings.node.leak_deadline_ms);
+    let start = raftnode::kv::node_builder(settings.kv)
+        .config(settings.node.clone())
+        .ledger(ledger)
+        .register_metrics(stats.collector())
+        .start();
+    let started = tokio::select! {
+        r = start => r,
+        _ = signalled() => {
+            eprintln!("raftnode: signal received while starting: exiting");
+            return ExitCode::SUCCESS;
+        }
+    };
+    let node = match started {
+        Ok(node) => node,
+        Err(e) => return failed(&e),
+    };
+    println!(
+        "raftnode node {} ready: gRPC {} HTTP http://{} data {} groups {:?}",
+        node.id(),
+        node.grpc_addr(),
+        node.http_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "(off)".into()),
+        settings.node.data_dir.display(),
+        settings.node.groups
+    );
+    signalled().await;
+    tracing::info!("signal received: shutting down gracefully (send again to exit at once)");
+    let stopping = tokio::time::Instant::now();
+    let stop = node.stop();
+    let result = tokio::select! {
+        r = stop => r,
+        _ = signalled() => {
+            eprintln!("raftnode: second signal: exiting without finishing the shutdown");
+            std::process::exit(130);
+        }
+    };
+    if let Some(t) = pipeline {
+        // Last, so that the shutdown's own spans are exported; bounded by what is left of the
+        // grace period, and never more than two seconds, since a collector that is down must
+        // not hold up the exit.
+        let left = grace.saturating_sub(stopping.elapsed());
+        t.shutdown(left.min(Duration::from_secs(2)), leak_deadline)
+            .await;
+    }
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => failed(&e),
+    }
+}
+
+fn failed(e: &raftnode::NodeError) -> ExitCode {
+    tracing::error!(error = %e, "node failed");
+    eprintln!("raftnode: {e}");
+    ExitCode::from(1)
 }

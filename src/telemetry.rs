@@ -1,6 +1,7 @@
-//! The process's `tracing` subscriber: log lines (text or JSON) on stderr, filtered with
-//! `RUST_LOG` (default `info,openraft=warn`), and, when trace export is on, the OpenTelemetry
-//! layer that turns raftnode's spans into exported spans.
+//! The `raftnode` binary's `tracing` subscriber: log lines (text or JSON) on stderr, filtered
+//! with `RUST_LOG` (default `info,openraft=warn`), and, when trace export is on, the
+//! OpenTelemetry layer that turns raftnode's spans into exported spans. The library never
+//! installs a subscriber; a program that embeds it installs its own.
 //!
 //! The two have separate filters: `RUST_LOG=warn` quiets the logs without blinding the traces,
 //! and the exporter's own stack (tonic, hyper, h2) can never feed spans back into itself,
@@ -91,9 +92,6 @@ where
 }
 
 fn trace_ids(id: &tracing::span::Id) -> Option<(String, String)> {
-    if !crate::otel::enabled() {
-        return None;
-    }
     let cx = tracing::dispatcher::get_default(|d| tracing_opentelemetry::get_otel_context(id, d))?;
     let span = cx.span();
     let sc = span.span_context();

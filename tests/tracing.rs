@@ -90,9 +90,11 @@ fn a_put_to_a_follower_is_one_trace_across_nodes() {
             .iter()
             .map(|s| s.node)
             .collect();
-        let applies: BTreeSet<Option<i64>> =
-            by_name(&spans, "kv.apply").iter().map(|s| s.node).collect();
-        (appends.len() == 2 && applies.len() == 3 && !by_name(&spans, "kv.forward").is_empty())
+        let applies: BTreeSet<Option<i64>> = by_name(&spans, "raft.apply")
+            .iter()
+            .map(|s| s.node)
+            .collect();
+        (appends.len() == 2 && applies.len() == 3 && !by_name(&spans, "raft.forward").is_empty())
             .then_some(spans)
     });
     for s in &spans {
@@ -131,11 +133,11 @@ fn a_put_to_a_follower_is_one_trace_across_nodes() {
     for s in spans.iter().filter(|s| s.span_id != http[0].span_id) {
         parent(s);
     }
-    let forward = by_name(&spans, "kv.forward");
+    let forward = by_name(&spans, "raft.forward");
     assert_eq!(forward[0].node, Some(follower as i64));
     assert_eq!(parent(forward[0]).span_id, http[0].span_id);
-    let served = by_name(&spans, "raftnode.v1.KvService/Put");
-    assert_eq!(served.len(), 1, "the leader serves the forwarded put");
+    let served = by_name(&spans, "raft.forwarded_propose");
+    assert_eq!(served.len(), 1, "the leader serves the forwarded proposal");
     assert_eq!(served[0].node, Some(leader as i64));
     assert_eq!(
         parent(served[0]).span_id,
@@ -157,7 +159,7 @@ fn a_put_to_a_follower_is_one_trace_across_nodes() {
         assert_eq!(replicate.node, Some(leader as i64));
         assert_eq!(parent(replicate).span_id, propose[0].span_id);
     }
-    for apply in by_name(&spans, "kv.apply") {
+    for apply in by_name(&spans, "raft.apply") {
         assert_eq!(
             parent(apply).span_id,
             propose[0].span_id,

@@ -2,10 +2,10 @@
 //! Starting a group wires openraft to the shared storage and peer channels; stopping it shuts
 //! openraft down and then holds the group's owner to a zero count.
 
-pub mod state_machine;
+pub mod stats;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,96 +15,94 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ledger::{Leak, Owner};
 use crate::raft::log_store::GroupLogStore;
+use crate::raft::network::{GroupNetworkFactory, NetworkDeps};
+use crate::raft::state_machine::SmAdapter;
 use crate::raft::types::{GroupId, NodeId, Raft};
-use crate::rpc::network::GroupNetworkFactory;
-use crate::rpc::peers::Peers;
+use crate::state_machine::ErasedStateMachine;
 use crate::storage::Storage;
-pub use state_machine::KvStateMachine;
+pub use stats::{GroupStats, ProposalGuard};
 
+/// Why a group did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum GroupError {
-    #[error("group {group}: cannot open its state: {source}")]
+    /// Its state machine could not be restored from its snapshot.
+    #[error("group {group}: cannot restore its state machine: {reason}")]
     Open {
+        /// The group.
         group: GroupId,
-        source: std::io::Error,
+        /// What failed.
+        reason: String,
     },
+    /// openraft refused to start it.
     #[error("group {group}: openraft failed to start: {reason}")]
-    Raft { group: GroupId, reason: String },
+    Raft {
+        /// The group.
+        group: GroupId,
+        /// openraft's error.
+        reason: String,
+    },
+    /// It could not be initialised with its first members.
     #[error("group {group}: cannot bootstrap: {reason}")]
-    Bootstrap { group: GroupId, reason: String },
+    Bootstrap {
+        /// The group.
+        group: GroupId,
+        /// openraft's error.
+        reason: String,
+    },
 }
 
 /// What every group of a node shares.
 #[derive(Clone)]
 pub struct GroupDeps {
+    /// This node's id.
     pub node_id: NodeId,
+    /// openraft's settings, the same for every group.
     pub raft_config: Arc<openraft::Config>,
+    /// The node-wide storage engine.
     pub storage: Storage,
-    pub peers: Peers,
-    pub max_message_bytes: usize,
-    pub rpc_metrics: Arc<crate::metrics::RpcMetrics>,
+    /// What the network adapter needs.
+    pub network: NetworkDeps,
 }
 
-/// Figures of one group that openraft's metrics do not carry.
-#[derive(Default)]
-pub struct GroupStats {
-    pub proposals_committed: AtomicU64,
-    pub proposals_failed: AtomicU64,
-    pub proposals_pending: AtomicI64,
-    pub leader_changes: AtomicU64,
-}
-
-impl GroupStats {
-    /// Counts one proposal from submission to its outcome; `None` means it was never proposed
-    /// here (redirected to the leader), which is neither a commit nor a failure.
-    pub fn proposal(&self) -> ProposalGuard<'_> {
-        self.proposals_pending.fetch_add(1, Ordering::Relaxed);
-        ProposalGuard { stats: self }
-    }
-}
-
-pub struct ProposalGuard<'a> {
-    stats: &'a GroupStats,
-}
-
-impl ProposalGuard<'_> {
-    pub fn finish(self, outcome: Option<bool>) {
-        match outcome {
-            Some(true) => &self.stats.proposals_committed,
-            Some(false) => &self.stats.proposals_failed,
-            None => return,
-        }
-        .fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl Drop for ProposalGuard<'_> {
-    fn drop(&mut self) {
-        self.stats.proposals_pending.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
+/// A running group.
 pub struct Group {
+    /// The group's id.
     pub id: GroupId,
+    /// Its openraft instance.
     pub raft: Raft,
-    pub sm: KvStateMachine,
+    /// Its state machine.
+    pub sm: SmAdapter,
+    /// Its proposal and leader-change counters.
     pub stats: Arc<GroupStats>,
     owner: Owner,
 }
 
 impl Group {
-    /// Starts the group under `owner`. When `bootstrap` holds the members, and the group has no
-    /// state yet, this node initialises the group with them.
-    pub async fn start(
+    /// Starts the group under `owner` with `machine`. When `bootstrap` holds the members, and
+    /// the group has no state yet, this node initialises the group with them.
+    pub(crate) async fn start(
         deps: &GroupDeps,
         id: GroupId,
         owner: Owner,
+        machine: Box<dyn ErasedStateMachine>,
         bootstrap: Option<BTreeMap<NodeId, BasicNode>>,
     ) -> Result<Group, GroupError> {
-        let sm = KvStateMachine::open(id, deps.storage.snapshot_dir().to_path_buf())
-            .map_err(|source| GroupError::Open { group: id, source })?;
+        let dir = deps.storage.snapshot_dir().to_path_buf();
+        let has_snapshot = crate::storage::snapshot_file::path(&dir, id).exists();
+        let sm = if has_snapshot {
+            // Restoring a snapshot reads a file of any size: on the blocking pool, as the
+            // group's task. A group without one (the common case) costs no thread.
+            owner
+                .spawn_blocking("sm-open", move || SmAdapter::open(id, &dir, machine))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+        } else {
+            SmAdapter::open(id, &dir, machine).map_err(|e| e.to_string())
+        }
+        .map_err(|reason| GroupError::Open { group: id, reason })?;
         let log = GroupLogStore::new(deps.storage.clone(), id);
-        let net = GroupNetworkFactory::new(id, owner.clone(), deps.clone());
+        let net = GroupNetworkFactory::new(id, owner.clone(), deps.network.clone());
         // In a task of its own, outside the caller's span: openraft parents its long-lived
         // core span (and so every log line of the group) on the span current at creation,
         // which would keep a `group.start` span open for the group's whole life.
@@ -130,40 +128,57 @@ impl Group {
             owner,
         };
         if let Some(members) = bootstrap {
-            let initialized =
-                group
-                    .raft
-                    .is_initialized()
-                    .await
-                    .map_err(|e| GroupError::Bootstrap {
-                        group: id,
-                        reason: e.to_string(),
-                    })?;
-            if !initialized {
-                tracing::info!(group = id, members = ?members.keys().collect::<Vec<_>>(), "bootstrapping group");
-                if let Err(e) = group.owner.scope(group.raft.initialize(members)).await {
-                    // A concurrent initialisation by another path is not an error.
-                    if e.api_error().is_none() {
-                        let _ = group.stop(Duration::from_secs(1)).await;
-                        return Err(GroupError::Bootstrap {
-                            group: id,
-                            reason: e.to_string(),
-                        });
-                    }
-                }
+            if let Err(e) = group.bootstrap(members).await {
+                let _ = group.stop(Duration::from_secs(1)).await;
+                return Err(e);
             }
         }
         Ok(group)
     }
 
+    async fn bootstrap(&self, members: BTreeMap<NodeId, BasicNode>) -> Result<(), GroupError> {
+        let fail = |reason: String| GroupError::Bootstrap {
+            group: self.id,
+            reason,
+        };
+        if self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| fail(e.to_string()))?
+        {
+            return Ok(());
+        }
+        tracing::info!(group = self.id, members = ?members.keys().collect::<Vec<_>>(), "bootstrapping group");
+        match self.owner.scope(self.raft.initialize(members)).await {
+            // A concurrent initialisation by another path is not an error.
+            Err(e) if e.api_error().is_none() => Err(fail(e.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    /// The group's owner in the ledger.
     pub fn owner(&self) -> &Owner {
         &self.owner
     }
 
-    /// Shuts openraft down, then waits for the group's owner to reach zero within `deadline`.
+    /// Whether this node leads the group, as far as it knows.
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics().borrow_watched().clone();
+        m.current_leader == Some(m.id)
+    }
+
+    /// Shuts openraft down (waiting at most `deadline`), then waits for the group's owner to
+    /// reach zero within `deadline` more; what remains then is the group's leak. Two separate
+    /// bounds, so that a slow shutdown never shortens the owner's own deadline into a false
+    /// leak verdict; the shutdown plan budgets for both.
     pub async fn stop(&self, deadline: Duration) -> Option<Leak> {
-        if let Err(e) = self.raft.shutdown().await {
-            tracing::warn!(group = self.id, error = %e, "openraft shutdown reported an error");
+        match tokio::time::timeout(deadline, self.raft.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(group = self.id, error = %e, "openraft shutdown reported an error")
+            }
+            Err(_) => tracing::warn!(group = self.id, "openraft did not shut down in time"),
         }
         self.owner.stop(deadline).await
     }

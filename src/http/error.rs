@@ -5,20 +5,24 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::context::GroupOpError;
-use crate::kv::KvError;
+use crate::node::{GroupOpError, RequestError};
 use crate::raft::types::NodeId;
 
+/// An error answer: its status, a stable code, and a message for people.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The HTTP status.
     pub status: StatusCode,
+    /// A stable, machine-readable code (`group_not_found`, `no_leader`, ...).
     pub code: &'static str,
+    /// What happened, for people.
     pub message: String,
     /// For `not_leader`: where the caller should go instead.
     pub leader: Option<NodeId>,
 }
 
 impl ApiError {
+    /// An error with this status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
@@ -28,10 +32,12 @@ impl ApiError {
         }
     }
 
+    /// A 400 `bad_request`.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
+    /// A 409 `not_leader`, naming the leader when known.
     pub fn not_leader(leader: Option<NodeId>) -> Self {
         let message = match leader {
             Some(l) => format!("this node is not the group's leader; node {l} is"),
@@ -53,15 +59,14 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<KvError> for ApiError {
-    fn from(e: KvError) -> Self {
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
         let (status, code) = match &e {
-            KvError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            KvError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            KvError::GroupNotFound(_) => (StatusCode::NOT_FOUND, "group_not_found"),
-            KvError::NoLeader(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
-            KvError::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
-            KvError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            RequestError::GroupNotFound(_) => (StatusCode::NOT_FOUND, "group_not_found"),
+            RequestError::NoLeader(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
+            RequestError::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+            RequestError::Rejected(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            RequestError::Codec(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, e.to_string())
     }

@@ -22,16 +22,6 @@ use tokio_util::task::TaskTracker;
 pub use conn::{counting_connector, Counted, OwnerExecutor};
 pub use verdict::{verdict, Leak, Residual};
 
-/// Whether owners count what they hold. Off only to measure what the accounting costs
-/// (`--ledger-accounting false`): spawns still go through owners and are still joined at stop,
-/// but nothing is counted, named or judged.
-static ACCOUNTING: AtomicBool = AtomicBool::new(true);
-
-/// Turns the accounting on or off for the whole process; call before any owner exists.
-pub fn set_accounting(on: bool) {
-    ACCOUNTING.store(on, Ordering::Relaxed);
-}
-
 /// The kinds of owner, as they appear in the `owner_kind` metric label (a contract).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum OwnerKind {
@@ -79,8 +69,20 @@ impl fmt::Display for OwnerKind {
 /// Direction of a counted connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
+    /// Accepted by one of our servers.
     Inbound,
+    /// Dialled by us.
     Outbound,
+}
+
+impl Direction {
+    /// As in the `direction` metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
 }
 
 /// Live counts of one owner, read at any moment.
@@ -113,6 +115,10 @@ pub struct KindSnapshot {
 }
 
 struct LedgerInner {
+    /// Whether owners count what they hold. Off only to measure what the accounting costs:
+    /// spawns still go through owners and are still joined at stop, but nothing is counted,
+    /// named or judged. Per ledger, so that two nodes in one process never share the switch.
+    accounting: bool,
     owners: Mutex<BTreeMap<u64, Weak<OwnerInner>>>,
     next_owner: AtomicU64,
     totals: [KindTotals; OwnerKind::ALL.len()],
@@ -131,14 +137,26 @@ impl Default for Ledger {
 }
 
 impl Ledger {
+    /// A ledger that counts everything its owners hold.
     pub fn new() -> Self {
+        Self::with_accounting(true)
+    }
+
+    /// A ledger whose accounting is on or off (off only to measure what the accounting costs).
+    pub fn with_accounting(accounting: bool) -> Self {
         Ledger {
             inner: Arc::new(LedgerInner {
+                accounting,
                 owners: Mutex::new(BTreeMap::new()),
                 next_owner: AtomicU64::new(1),
                 totals: Default::default(),
             }),
         }
+    }
+
+    /// Whether this ledger counts what its owners hold.
+    pub fn accounting(&self) -> bool {
+        self.inner.accounting
     }
 
     /// Creates a root owner (the node). Other owners are its descendants via [`Owner::child`].
@@ -147,6 +165,7 @@ impl Ledger {
     }
 
     fn make(&self, kind: OwnerKind, id: String, token: CancellationToken) -> Owner {
+        let accounting = self.inner.accounting;
         let key = self.inner.next_owner.fetch_add(1, Ordering::Relaxed);
         let inner = Arc::new(OwnerInner {
             key,
@@ -161,9 +180,10 @@ impl Ledger {
             outbound: AtomicI64::new(0),
             next_item: AtomicU64::new(1),
             live: Mutex::new(BTreeMap::new()),
+            children: Mutex::new(Vec::new()),
+            stopping: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
-            monitor: (kind == OwnerKind::Group && ACCOUNTING.load(Ordering::Relaxed))
-                .then(tokio_metrics::TaskMonitor::new),
+            monitor: (kind == OwnerKind::Group && accounting).then(tokio_metrics::TaskMonitor::new),
         });
         lock(&self.inner.owners).insert(key, Arc::downgrade(&inner));
         self.inner.totals[kind.index()]
@@ -194,6 +214,19 @@ impl Ledger {
             .sum()
     }
 
+    /// Every leak verdict this ledger has given, of any kind: tasks, threads and connections
+    /// left behind by owners that stopped.
+    pub fn leaked(&self) -> u64 {
+        OwnerKind::ALL
+            .iter()
+            .map(|k| {
+                let t = self.totals(*k);
+                t.leaked_tasks + t.leaked_threads + t.leaked_connections
+            })
+            .sum()
+    }
+
+    /// Starts, stops and leak verdicts of one owner kind so far.
     pub fn totals(&self, kind: OwnerKind) -> KindSnapshot {
         let t = &self.inner.totals[kind.index()];
         KindSnapshot {
@@ -239,6 +272,10 @@ struct OwnerInner {
     outbound: AtomicI64,
     next_item: AtomicU64,
     live: Mutex<BTreeMap<u64, Item>>,
+    /// Owners made with [`Owner::child`]: stopping this owner stops those still running first.
+    children: Mutex<Vec<Weak<OwnerInner>>>,
+    /// Set when a stop begins, so that a second stop (of the owner or by its parent) is a no-op.
+    stopping: AtomicBool,
     /// Set at stop. A stopped owner with nothing left drops out of [`Ledger::owners`], so its
     /// series vanish; one with leftovers stays visible until they end.
     stopped: AtomicBool,
@@ -267,7 +304,7 @@ impl OwnerInner {
     }
 
     fn enter(self: &Arc<Self>, item: Item) -> ItemGuard {
-        if !ACCOUNTING.load(Ordering::Relaxed) {
+        if !self.ledger.inner.accounting {
             // id 0 is never in `live`, so the guard's drop finds nothing to release.
             return ItemGuard {
                 owner: self.clone(),
@@ -326,21 +363,36 @@ impl Owner {
     /// A child owner. Its cancellation token is a child of this owner's, so stopping a parent
     /// signals the whole subtree.
     pub fn child(&self, kind: OwnerKind, id: impl Into<String>) -> Owner {
-        self.inner
+        let child = self
+            .inner
             .ledger
-            .make(kind, id.into(), self.inner.token.child_token())
+            .make(kind, id.into(), self.inner.token.child_token());
+        let mut children = lock(&self.inner.children);
+        // Forget children that are gone, so that a node cycling groups does not grow this list.
+        children.retain(|c| c.strong_count() > 0);
+        children.push(Arc::downgrade(&child.inner));
+        drop(children);
+        child
     }
 
+    /// The owner's kind, as in the `owner_kind` metric label.
     pub fn kind(&self) -> OwnerKind {
         self.inner.kind
     }
 
+    /// The owner's stable id, as in the `owner` metric label.
     pub fn id(&self) -> &str {
         &self.inner.id
     }
 
+    /// The ledger this owner belongs to.
     pub fn ledger(&self) -> &Ledger {
         &self.inner.ledger
+    }
+
+    /// Whether this owner's stop has begun (or finished).
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stopping.load(Ordering::Acquire)
     }
 
     /// Cancelled when this owner, or an ancestor, starts stopping.
@@ -348,6 +400,7 @@ impl Owner {
         &self.inner.token
     }
 
+    /// What the owner holds right now.
     pub fn counts(&self) -> Counts {
         self.inner.counts()
     }
@@ -431,20 +484,46 @@ impl Owner {
         CURRENT.scope(self.clone(), fut).await
     }
 
-    /// Stops this owner: cancels its token, waits for its tasks, then waits until every gauge
-    /// reads zero, within `deadline`. What remains is a leak: it is counted in the ledger and
-    /// logged by name at error level. Children must be stopped first by the caller, which knows
-    /// their order.
+    /// Stops this owner, within `deadline` in all. It cancels its token (and so its children's),
+    /// stops every child owner that is still running (their own stops, concurrently, each with
+    /// its own verdict), then waits for its own tasks, and until every gauge reads zero. What remains is a leak: it is counted in the ledger and logged by name at error
+    /// level. Returns this owner's own verdict; a second stop returns `None` at once.
+    ///
+    /// Callers that need an order among the children (the node stops its groups before its
+    /// peers, and those before the RPC server) stop them one by one first; this then finds
+    /// them stopped. A child nobody stopped is still stopped and judged here, never forgotten.
     pub async fn stop(&self, deadline: Duration) -> Option<Leak> {
-        self.inner.token.cancel();
-        self.inner.tracker.close();
-        let until = tokio::time::Instant::now() + deadline;
-        let _ = tokio::time::timeout_at(until, self.inner.tracker.wait()).await;
-        // Threads and connections end on their own schedule; poll their gauges until the deadline.
-        while self.counts() != Counts::default() && tokio::time::Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        self.finish()
+        self.stop_until(tokio::time::Instant::now() + deadline)
+            .await
+    }
+
+    fn stop_until(
+        &self,
+        until: tokio::time::Instant,
+    ) -> futures::future::BoxFuture<'_, Option<Leak>> {
+        Box::pin(async move {
+            if self.inner.stopping.swap(true, Ordering::AcqRel) {
+                return None;
+            }
+            // Signals the whole subtree at once (children's tokens are child tokens), so that
+            // this owner's own tasks end while its children are being judged.
+            self.inner.token.cancel();
+            let children: Vec<Owner> = lock(&self.inner.children)
+                .iter()
+                .filter_map(Weak::upgrade)
+                .map(|inner| Owner { inner })
+                .filter(|c| !c.is_stopping())
+                .collect();
+            futures::future::join_all(children.iter().map(|c| c.stop_until(until))).await;
+            self.inner.tracker.close();
+            let _ = tokio::time::timeout_at(until, self.inner.tracker.wait()).await;
+            // Threads and connections end on their own schedule; poll their gauges until the
+            // deadline.
+            while self.counts() != Counts::default() && tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            self.finish()
+        })
     }
 
     /// Records the stop and returns the leak verdict on what is still alive now.
@@ -563,6 +642,40 @@ mod tests {
         assert_eq!((leak.tasks, leak.connections), (1, 1));
         assert!(leak.names.iter().any(|n| n.contains("stubborn")));
         assert_eq!(ledger.totals(OwnerKind::Group).leaked_tasks, 1);
+    }
+
+    #[tokio::test]
+    async fn stopping_a_parent_stops_and_judges_its_children_first() {
+        let ledger = Ledger::new();
+        let node = ledger.root(OwnerKind::Node, "main");
+        let clean = node.child(OwnerKind::Group, "1");
+        let leaky = node.child(OwnerKind::Group, "2");
+        let token = clean.token().clone();
+        clean.spawn("waits", async move { token.cancelled().await });
+        leaky.spawn("stubborn", std::future::pending::<()>());
+        let own = node.token().clone();
+        node.spawn("node-task", async move { own.cancelled().await });
+        // The node's own verdict is clean; the leaky child's verdict is its own.
+        assert!(node.stop(Duration::from_millis(200)).await.is_none());
+        assert!(clean.is_stopping() && leaky.is_stopping());
+        assert_eq!(ledger.totals(OwnerKind::Group).stops, 2);
+        assert_eq!(ledger.totals(OwnerKind::Group).leaked_tasks, 1);
+        assert_eq!(ledger.totals(OwnerKind::Node).stops, 1);
+        assert_eq!(ledger.leaked(), 1);
+        // A second stop is a no-op: no second verdict, no second count.
+        assert!(leaky.stop(Duration::from_millis(10)).await.is_none());
+        assert_eq!(ledger.totals(OwnerKind::Group).stops, 2);
+    }
+
+    #[tokio::test]
+    async fn accounting_off_counts_nothing_but_still_joins() {
+        let ledger = Ledger::with_accounting(false);
+        let group = ledger.root(OwnerKind::Group, "1");
+        let token = group.token().clone();
+        group.spawn("waits", async move { token.cancelled().await });
+        assert_eq!(group.counts(), Counts::default());
+        assert!(group.task_monitor().is_none());
+        assert!(group.stop(Duration::from_secs(5)).await.is_none());
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 //! `telemetry` owner: a client that outlives its owner is a leak verdict, not a mystery.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,8 +20,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
 use super::settings::{Protocol, TraceSettings};
+use super::TraceStats;
 use crate::ledger::{counting_connector, Owner, OwnerExecutor};
 
+/// The exporter could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the OTLP exporter for {endpoint}: {reason}")]
 pub struct ExporterError {
@@ -33,6 +36,7 @@ pub fn build(
     settings: &TraceSettings,
     owner: &Owner,
     abandon: CancellationToken,
+    stats: Arc<TraceStats>,
 ) -> Result<CountingExporter, ExporterError> {
     let fail = |reason: String| ExporterError {
         endpoint: settings.endpoint.to_string(),
@@ -66,6 +70,7 @@ pub fn build(
         timeout: settings.timeout,
         abandon,
         failing: AtomicBool::new(false),
+        stats,
     })
 }
 
@@ -79,6 +84,7 @@ pub struct CountingExporter {
     /// Cancelled when shutdown's flush budget is spent: the export in flight gives up.
     abandon: CancellationToken,
     failing: AtomicBool,
+    stats: Arc<TraceStats>,
 }
 
 impl SpanExporter for CountingExporter {
@@ -95,13 +101,13 @@ impl SpanExporter for CountingExporter {
         };
         match &result {
             Ok(()) => {
-                super::STATS.exported.inc_by(n);
+                self.stats.exported.inc_by(n);
                 if self.failing.swap(false, Ordering::Relaxed) {
                     tracing::info!("trace export recovered");
                 }
             }
             Err(e) => {
-                super::STATS.dropped_export_failed.inc_by(n);
+                self.stats.dropped_export_failed.inc_by(n);
                 if !self.failing.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         error = %e,

@@ -1,186 +1,222 @@
-//! OpenTelemetry traces: the export pipeline and its place in the ledger.
+//! OpenTelemetry traces: W3C context propagation (always), and, with the `otlp` feature, the
+//! export pipeline and its place in the ledger.
 //!
-//! Spans come from `tracing` (the `raftnode` target only, through tracing-opentelemetry), go
-//! through the SDK's batch processor into a bounded queue, and leave over OTLP (gRPC or
-//! http/protobuf). The pipeline never holds up the node: a full queue drops and counts, each
-//! export is bounded by a timeout, and shutdown abandons whatever the collector has not taken
-//! within its flush budget. Its task, client tasks and collector connection belong to the
-//! `telemetry` owner, which is verified at stop like every other.
+//! Spans come from `tracing` (the `raftnode` target only, through tracing-opentelemetry, in the
+//! subscriber the program installs), go through the SDK's batch processor into a bounded queue,
+//! and leave over OTLP (gRPC or http/protobuf). The pipeline never holds up the node: a full
+//! queue drops and counts, each export is bounded by a timeout, and shutdown abandons whatever
+//! the collector has not taken within its flush budget. Its task, client tasks and collector
+//! connection belong to a `telemetry` owner, which is judged at stop like every other.
 
+#[cfg(feature = "otlp")]
 mod export;
 pub mod propagation;
+#[cfg(feature = "otlp")]
 mod runtime;
-mod settings;
+#[cfg(feature = "otlp")]
+pub mod settings;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::LazyLock;
-use std::time::Duration;
+#[cfg(feature = "otlp")]
+pub use pipeline::*;
 
-use opentelemetry::trace::TracerProvider;
-use opentelemetry::KeyValue;
-use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, Sampler, SdkTracer, SdkTracerProvider};
-use opentelemetry_sdk::Resource;
-use prometheus::{IntCounter, IntCounterVec, Opts};
-use tokio_util::sync::CancellationToken;
+#[cfg(feature = "otlp")]
+mod pipeline {
+    use std::sync::Arc;
+    use std::time::Duration;
 
-pub use export::ExporterError;
-pub use settings::{Protocol, SamplerChoice, SamplerKind, TraceSettings};
+    use opentelemetry::trace::TracerProvider;
+    use opentelemetry::KeyValue;
+    use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
+    use opentelemetry_sdk::trace::{BatchConfigBuilder, Sampler, SdkTracer, SdkTracerProvider};
+    use opentelemetry_sdk::Resource;
+    use prometheus::core::{Collector, Desc};
+    use prometheus::proto::MetricFamily;
+    use prometheus::{IntCounter, IntCounterVec, Opts};
+    use tokio_util::sync::CancellationToken;
 
-use crate::ledger::Owner;
-use crate::raft::types::NodeId;
+    pub use super::export::ExporterError;
+    pub use super::settings::{Protocol, SamplerChoice, SamplerKind, TraceSettings};
+    use super::{export, runtime};
 
-static ENABLED: AtomicBool = AtomicBool::new(false);
+    use crate::ledger::Owner;
+    use crate::raft::types::NodeId;
 
-/// Whether spans are exported. Code that would only do work for a trace (such as storing a
-/// `traceparent` with a log entry) checks this first, so tracing off costs nothing.
-pub fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
-}
-
-/// What the pipeline delivered and what it dropped, exported on `/metrics` whether or not
-/// tracing is on (as zeros when off), so that dashboards and alerts need no special case.
-pub struct TraceStats {
-    pub dropped: IntCounterVec,
-    pub dropped_queue_full: IntCounter,
-    pub dropped_export_failed: IntCounter,
-    pub exported: IntCounter,
-}
-
-pub static STATS: LazyLock<TraceStats> = LazyLock::new(|| {
-    let dropped = IntCounterVec::new(
-        Opts::new(
-            "raftnode_trace_spans_dropped_total",
-            "Finished spans that were not delivered to the collector, by reason: queue_full \
-             (the export queue was full) or export_failed (the collector refused, failed or \
-             timed out).",
-        ),
-        &["reason"],
-    )
-    .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-    let exported = IntCounter::new(
-        "raftnode_trace_spans_exported_total",
-        "Finished spans the collector accepted.",
-    )
-    .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-    TraceStats {
-        dropped_queue_full: dropped.with_label_values(&["queue_full"]),
-        dropped_export_failed: dropped.with_label_values(&["export_failed"]),
-        dropped,
-        exported,
-    }
-});
-
-/// The running export pipeline. Stop it with [`Tracing::shutdown`] after the node's other
-/// owners, so that the shutdown's own spans are flushed too.
-pub struct Tracing {
-    provider: SdkTracerProvider,
-    owner: Owner,
-    /// Cancelled when the shutdown flush budget runs out, or the flush is done: exports in
-    /// flight give up and the batching task ends.
-    abandon: CancellationToken,
-    pub endpoint: String,
-    pub protocol: Protocol,
-}
-
-impl Tracing {
-    /// Builds the pipeline; the tracer goes to the `tracing` subscriber's OpenTelemetry layer.
-    /// Must run inside the tokio runtime, where the batching task is spawned.
-    pub fn start(
-        settings: &TraceSettings,
-        node_id: NodeId,
-        owner: Owner,
-    ) -> Result<(Tracing, SdkTracer), ExporterError> {
-        let abandon = CancellationToken::new();
-        let exporter = export::build(settings, &owner, abandon.clone())?;
-        let batch = BatchConfigBuilder::default()
-            .with_max_queue_size(settings.queue_size)
-            .with_max_export_batch_size(settings.queue_size.min(512))
-            .with_scheduled_delay(settings.batch_delay)
-            // The exporter enforces the configured timeout itself (and counts it); this outer
-            // bound only backs it up.
-            .with_max_export_timeout(settings.timeout + Duration::from_secs(1))
-            .build();
-        let processor = BatchSpanProcessor::builder(
-            exporter,
-            runtime::OwnedRuntime::new(owner.clone(), abandon.clone()),
-        )
-        .with_batch_config(batch)
-        .build();
-        let mut attributes: Vec<KeyValue> = settings
-            .resource_attributes
-            .iter()
-            .filter(|(k, _)| k != "service.name")
-            .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
-            .collect();
-        attributes.push(KeyValue::new("raftnode.node_id", node_id as i64));
-        attributes.push(KeyValue::new(
-            "service.instance.id",
-            format!("node-{node_id}"),
-        ));
-        let resource = Resource::builder_empty()
-            .with_service_name(settings.service_name.clone())
-            .with_attributes(attributes)
-            .build();
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(processor)
-            .with_sampler(sampler(settings.sampler))
-            .with_resource(resource)
-            .build();
-        let tracer = provider.tracer("raftnode");
-        ENABLED.store(true, Ordering::Relaxed);
-        Ok((
-            Tracing {
-                provider,
-                owner,
-                abandon,
-                endpoint: settings.endpoint.to_string(),
-                protocol: settings.protocol,
-            },
-            tracer,
-        ))
+    /// What the pipeline delivered and what it dropped, exported on `/metrics` whether or not
+    /// tracing is on (as zeros when off), so that dashboards and alerts need no special case.
+    #[derive(Clone)]
+    pub struct TraceStats {
+        dropped: IntCounterVec,
+        pub(crate) dropped_queue_full: IntCounter,
+        pub(crate) dropped_export_failed: IntCounter,
+        pub(crate) exported: IntCounter,
     }
 
-    /// Flushes queued spans for at most `budget`, stops the exporter, and holds the
-    /// `telemetry` owner to zero within `leak_deadline`.
-    pub async fn shutdown(self, budget: Duration, leak_deadline: Duration) {
-        let abandon = self.abandon.clone();
-        let timer = self.owner.spawn("otel-flush-budget", async move {
-            tokio::time::sleep(budget).await;
-            abandon.cancel();
-        });
-        let provider = self.provider.clone();
-        // The SDK's shutdown blocks its caller until the batching task answers; on a worker
-        // thread that could stall the runtime, so it gets a blocking-pool thread of its own.
-        let flush = self.owner.spawn_blocking("otel-shutdown", move || {
-            provider.shutdown_with_timeout(budget)
-        });
-        match tokio::time::timeout(budget + Duration::from_secs(1), flush).await {
-            Ok(Ok(Ok(()))) => tracing::info!("trace export flushed and stopped"),
-            Ok(Ok(Err(e))) => {
-                tracing::warn!(error = %e, "trace export stopped without a full flush")
-            }
-            Ok(Err(e)) => tracing::warn!(error = %e, "trace export shutdown failed"),
-            Err(_) => tracing::warn!(?budget, "trace export did not stop within its flush budget"),
+    impl TraceStats {
+        /// The counters, at zero.
+        pub fn new() -> Result<Arc<TraceStats>, prometheus::Error> {
+            let dropped = IntCounterVec::new(
+            Opts::new(
+                "raftnode_trace_spans_dropped_total",
+                "Finished spans that were not delivered to the collector, by reason: queue_full \
+                 (the export queue was full) or export_failed (the collector refused, failed or \
+                 timed out).",
+            ),
+            &["reason"],
+        )?;
+            let exported = IntCounter::new(
+                "raftnode_trace_spans_exported_total",
+                "Finished spans the collector accepted.",
+            )?;
+            Ok(Arc::new(TraceStats {
+                dropped_queue_full: dropped.with_label_values(&["queue_full"]),
+                dropped_export_failed: dropped.with_label_values(&["export_failed"]),
+                dropped,
+                exported,
+            }))
         }
-        ENABLED.store(false, Ordering::Relaxed);
-        // Whatever happened above (a full queue refuses even the shutdown message), this ends
-        // the batching task, which drops the exporter and its client.
-        self.abandon.cancel();
-        timer.abort();
-        self.owner.stop(leak_deadline).await;
-    }
-}
 
-fn sampler(choice: SamplerChoice) -> Sampler {
-    let root = match choice.root {
-        SamplerKind::AlwaysOn => Sampler::AlwaysOn,
-        SamplerKind::AlwaysOff => Sampler::AlwaysOff,
-        SamplerKind::Ratio(r) => Sampler::TraceIdRatioBased(r),
-    };
-    if choice.parent_based {
-        Sampler::ParentBased(Box::new(root))
-    } else {
-        root
+        /// The two families, for a node's `/metrics`.
+        pub fn collector(self: &Arc<Self>) -> Box<dyn Collector> {
+            Box::new(StatsCollector(self.clone()))
+        }
+    }
+
+    impl std::fmt::Debug for TraceStats {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("TraceStats")
+                .field("exported", &self.exported.get())
+                .finish_non_exhaustive()
+        }
+    }
+
+    struct StatsCollector(Arc<TraceStats>);
+
+    impl Collector for StatsCollector {
+        fn desc(&self) -> Vec<&Desc> {
+            let mut d = self.0.dropped.desc();
+            d.extend(self.0.exported.desc());
+            d
+        }
+
+        fn collect(&self) -> Vec<MetricFamily> {
+            let mut m = self.0.dropped.collect();
+            m.extend(self.0.exported.collect());
+            m
+        }
+    }
+
+    /// The running export pipeline. Stop it with [`Tracing::shutdown`] after the node's other
+    /// owners, so that the shutdown's own spans are flushed too.
+    pub struct Tracing {
+        provider: SdkTracerProvider,
+        owner: Owner,
+        /// Cancelled when the shutdown flush budget runs out, or the flush is done: exports in
+        /// flight give up and the batching task ends.
+        abandon: CancellationToken,
+        pub endpoint: String,
+        pub protocol: Protocol,
+    }
+
+    impl Tracing {
+        /// Builds the pipeline; the tracer goes to the `tracing` subscriber's OpenTelemetry layer.
+        /// Must run inside the tokio runtime, where the batching task is spawned.
+        pub fn start(
+            settings: &TraceSettings,
+            node_id: NodeId,
+            owner: Owner,
+            stats: Arc<TraceStats>,
+        ) -> Result<(Tracing, SdkTracer), ExporterError> {
+            let abandon = CancellationToken::new();
+            let exporter = export::build(settings, &owner, abandon.clone(), stats.clone())?;
+            let batch = BatchConfigBuilder::default()
+                .with_max_queue_size(settings.queue_size)
+                .with_max_export_batch_size(settings.queue_size.min(512))
+                .with_scheduled_delay(settings.batch_delay)
+                // The exporter enforces the configured timeout itself (and counts it); this outer
+                // bound only backs it up.
+                .with_max_export_timeout(settings.timeout + Duration::from_secs(1))
+                .build();
+            let processor = BatchSpanProcessor::builder(
+                exporter,
+                runtime::OwnedRuntime::new(owner.clone(), abandon.clone(), stats),
+            )
+            .with_batch_config(batch)
+            .build();
+            let mut attributes: Vec<KeyValue> = settings
+                .resource_attributes
+                .iter()
+                .filter(|(k, _)| k != "service.name")
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+                .collect();
+            attributes.push(KeyValue::new("raftnode.node_id", node_id as i64));
+            attributes.push(KeyValue::new(
+                "service.instance.id",
+                format!("node-{node_id}"),
+            ));
+            let resource = Resource::builder_empty()
+                .with_service_name(settings.service_name.clone())
+                .with_attributes(attributes)
+                .build();
+            let provider = SdkTracerProvider::builder()
+                .with_span_processor(processor)
+                .with_sampler(sampler(settings.sampler))
+                .with_resource(resource)
+                .build();
+            let tracer = provider.tracer("raftnode");
+            Ok((
+                Tracing {
+                    provider,
+                    owner,
+                    abandon,
+                    endpoint: settings.endpoint.to_string(),
+                    protocol: settings.protocol,
+                },
+                tracer,
+            ))
+        }
+
+        /// Flushes queued spans for at most `budget`, stops the exporter, and holds the
+        /// `telemetry` owner to zero within `leak_deadline`.
+        pub async fn shutdown(self, budget: Duration, leak_deadline: Duration) {
+            let abandon = self.abandon.clone();
+            let timer = self.owner.spawn("otel-flush-budget", async move {
+                tokio::time::sleep(budget).await;
+                abandon.cancel();
+            });
+            let provider = self.provider.clone();
+            // The SDK's shutdown blocks its caller until the batching task answers; on a worker
+            // thread that could stall the runtime, so it gets a blocking-pool thread of its own.
+            let flush = self.owner.spawn_blocking("otel-shutdown", move || {
+                provider.shutdown_with_timeout(budget)
+            });
+            match tokio::time::timeout(budget + Duration::from_secs(1), flush).await {
+                Ok(Ok(Ok(()))) => tracing::info!("trace export flushed and stopped"),
+                Ok(Ok(Err(e))) => {
+                    tracing::warn!(error = %e, "trace export stopped without a full flush")
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "trace export shutdown failed"),
+                Err(_) => {
+                    tracing::warn!(?budget, "trace export did not stop within its flush budget")
+                }
+            }
+            // Whatever happened above (a full queue refuses even the shutdown message), this ends
+            // the batching task, which drops the exporter and its client.
+            self.abandon.cancel();
+            timer.abort();
+            self.owner.stop(leak_deadline).await;
+        }
+    }
+
+    fn sampler(choice: SamplerChoice) -> Sampler {
+        let root = match choice.root {
+            SamplerKind::AlwaysOn => Sampler::AlwaysOn,
+            SamplerKind::AlwaysOff => Sampler::AlwaysOff,
+            SamplerKind::Ratio(r) => Sampler::TraceIdRatioBased(r),
+        };
+        if choice.parent_based {
+            Sampler::ParentBased(Box::new(root))
+        } else {
+            root
+        }
     }
 }

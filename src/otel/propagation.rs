@@ -1,6 +1,9 @@
 //! W3C trace context across process boundaries: `traceparent` (and `tracestate`) in gRPC
 //! metadata between nodes, in HTTP headers from clients, and in log entries, so that the
 //! replication and apply work a write causes on every node joins the write's trace.
+//!
+//! Each function is a no-op unless the program's `tracing` subscriber has an OpenTelemetry
+//! layer and the span is sampled: raftnode keeps no switch of its own for it.
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
@@ -79,57 +82,44 @@ fn adopt(span: &tracing::Span, cx: Context) {
 
 /// Makes `span` a child of the caller's context carried in gRPC metadata, if any.
 pub fn adopt_from_metadata(span: &tracing::Span, md: &tonic::metadata::MetadataMap) {
-    if super::enabled() {
-        adopt(span, TraceContextPropagator::new().extract(&Metadata(md)));
-    }
+    adopt(span, TraceContextPropagator::new().extract(&Metadata(md)));
 }
 
 /// Makes `span` a child of an incoming HTTP request's `traceparent`, if any.
 pub fn adopt_from_headers(span: &tracing::Span, headers: &http::HeaderMap) {
-    if super::enabled() {
-        adopt(
-            span,
-            TraceContextPropagator::new().extract(&Headers(headers)),
-        );
-    }
+    adopt(
+        span,
+        TraceContextPropagator::new().extract(&Headers(headers)),
+    );
 }
 
 /// Makes `span` a child of a `traceparent` string, such as one stored in a log entry.
 pub fn adopt_traceparent(span: &tracing::Span, traceparent: &str) {
-    if super::enabled() {
-        adopt(
-            span,
-            TraceContextPropagator::new().extract(&Single(traceparent)),
-        );
-    }
+    adopt(
+        span,
+        TraceContextPropagator::new().extract(&Single(traceparent)),
+    );
 }
 
 /// Adds `traceparent` as an extra link of `span`, for work done on behalf of several traces.
 pub fn link_traceparent(span: &tracing::Span, traceparent: &str) {
-    if super::enabled() {
-        let cx = TraceContextPropagator::new().extract(&Single(traceparent));
-        let sc = cx.span().span_context().clone();
-        if sc.is_valid() {
-            span.add_link(sc);
-        }
+    let cx = TraceContextPropagator::new().extract(&Single(traceparent));
+    let sc = cx.span().span_context().clone();
+    if sc.is_valid() {
+        span.add_link(sc);
     }
 }
 
 /// Puts `span`'s context into outgoing gRPC metadata.
 pub fn inject_metadata(span: &tracing::Span, md: &mut tonic::metadata::MetadataMap) {
-    if super::enabled() {
-        let cx = span.context();
-        if cx.span().span_context().is_sampled() {
-            TraceContextPropagator::new().inject_context(&cx, &mut MetadataMut(md));
-        }
+    let cx = span.context();
+    if cx.span().span_context().is_sampled() {
+        TraceContextPropagator::new().inject_context(&cx, &mut MetadataMut(md));
     }
 }
 
 /// The `traceparent` of the current span when it is being recorded, to store with a proposal.
 pub fn current_traceparent() -> Option<String> {
-    if !super::enabled() {
-        return None;
-    }
     let cx = tracing::Span::current().context();
     if !cx.span().span_context().is_sampled() {
         return None;

@@ -11,19 +11,27 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
+use super::TraceStats;
 use crate::ledger::Owner;
 
 #[derive(Clone)]
 pub struct OwnedRuntime {
     owner: Owner,
+    stats: Arc<TraceStats>,
     /// Ends the batching task. The SDK stops it with a message through the same bounded queue,
     /// which a full queue refuses, so shutdown needs a way that cannot fail.
     abandon: CancellationToken,
 }
 
 impl OwnedRuntime {
-    pub fn new(owner: Owner, abandon: CancellationToken) -> Self {
-        OwnedRuntime { owner, abandon }
+    pub fn new(owner: Owner, abandon: CancellationToken, stats: Arc<TraceStats>) -> Self {
+        OwnedRuntime {
+            owner,
+            stats,
+            abandon,
+        }
     }
 }
 
@@ -55,7 +63,8 @@ impl RuntimeChannel for OwnedRuntime {
         capacity: usize,
     ) -> (Self::Sender<T>, Self::Receiver<T>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (CountingSender { tx }, ReceiverStream::new(rx))
+        let stats = self.stats.clone();
+        (CountingSender { tx, stats }, ReceiverStream::new(rx))
     }
 }
 
@@ -64,6 +73,7 @@ impl RuntimeChannel for OwnedRuntime {
 #[derive(Debug)]
 pub struct CountingSender<T> {
     tx: mpsc::Sender<T>,
+    stats: Arc<TraceStats>,
 }
 
 impl<T: Send> TrySend for CountingSender<T> {
@@ -71,7 +81,7 @@ impl<T: Send> TrySend for CountingSender<T> {
 
     fn try_send(&self, item: T) -> Result<(), TrySendError> {
         self.tx.try_send(item).map_err(|e| {
-            super::STATS.dropped_queue_full.inc();
+            self.stats.dropped_queue_full.inc();
             match e {
                 mpsc::error::TrySendError::Full(_) => TrySendError::ChannelFull,
                 mpsc::error::TrySendError::Closed(_) => TrySendError::ChannelClosed,

@@ -6,44 +6,107 @@ use std::time::Duration;
 
 use http::Uri;
 
-use crate::config::{invalid, positive, ConfigError, ServeOptions};
+/// A trace setting that does not parse; `field` is its config-file key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid `{field}`: {reason}")]
+pub struct InvalidSetting {
+    /// The setting's config-file key.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
 
+fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidSetting {
+    InvalidSetting {
+        field,
+        reason: reason.into(),
+    }
+}
+
+fn positive(field: &'static str, v: u64) -> Result<u64, InvalidSetting> {
+    if v == 0 {
+        Err(invalid(field, "must be greater than 0"))
+    } else {
+        Ok(v)
+    }
+}
+
+/// The trace settings as given (flags, variables, file), before validation.
+#[derive(Clone, Debug, Default)]
+pub struct TraceOptions {
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub otlp_endpoint: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    pub otlp_protocol: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT`, in milliseconds.
+    pub otlp_timeout_ms: Option<u64>,
+    /// `OTEL_SERVICE_NAME`.
+    pub otel_service_name: Option<String>,
+    /// `OTEL_RESOURCE_ATTRIBUTES`.
+    pub otel_resource_attributes: Option<String>,
+    /// `OTEL_TRACES_SAMPLER`.
+    pub otel_traces_sampler: Option<String>,
+    /// `OTEL_TRACES_SAMPLER_ARG`.
+    pub otel_traces_sampler_arg: Option<String>,
+    /// `OTEL_BSP_MAX_QUEUE_SIZE`.
+    pub otel_queue_size: Option<usize>,
+    /// `OTEL_BSP_SCHEDULE_DELAY`, in milliseconds.
+    pub otel_batch_delay_ms: Option<u64>,
+}
+
+/// The OTLP transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
+    /// OTLP over gRPC.
     Grpc,
+    /// OTLP over HTTP, protobuf bodies.
     HttpProtobuf,
 }
 
+/// A sampler's root decision.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum SamplerKind {
+    /// Every trace.
     AlwaysOn,
+    /// No trace.
     AlwaysOff,
+    /// This share of traces, by trace id.
     Ratio(f64),
 }
 
 /// Which traces are recorded: a root decision, optionally deferring to the caller's.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SamplerChoice {
+    /// The decision for traces that start here.
     pub root: SamplerKind,
+    /// Whether an incoming `traceparent`'s decision is followed instead.
     pub parent_based: bool,
 }
 
+/// Validated trace export settings.
 #[derive(Clone, Debug)]
 pub struct TraceSettings {
     /// The URI the exporter sends to: for http/protobuf, already ending in `/v1/traces`.
     pub endpoint: Uri,
+    /// The transport.
     pub protocol: Protocol,
+    /// Bound on one export.
     pub timeout: Duration,
+    /// `service.name`.
     pub service_name: String,
+    /// Extra resource attributes.
     pub resource_attributes: Vec<(String, String)>,
+    /// Which traces are recorded.
     pub sampler: SamplerChoice,
+    /// Spans buffered for export.
     pub queue_size: usize,
+    /// Longest wait before a finished span is exported.
     pub batch_delay: Duration,
 }
 
 impl TraceSettings {
     /// `Ok(None)` when no endpoint is set: tracing is off.
-    pub fn resolve(o: &ServeOptions) -> Result<Option<TraceSettings>, ConfigError> {
+    pub fn resolve(o: &TraceOptions) -> Result<Option<TraceSettings>, InvalidSetting> {
         let Some(endpoint) = o.otlp_endpoint.as_deref().map(str::trim) else {
             return Ok(None);
         };
@@ -104,7 +167,7 @@ impl TraceSettings {
 
 /// Per the OTLP exporter specification, the HTTP transport posts to `<endpoint>/v1/traces`
 /// while gRPC uses the endpoint as given.
-fn endpoint_uri(s: &str, protocol: Protocol) -> Result<Uri, ConfigError> {
+fn endpoint_uri(s: &str, protocol: Protocol) -> Result<Uri, InvalidSetting> {
     let uri: Uri = s
         .parse()
         .map_err(|e| invalid("otlp_endpoint", format!("{s:?} is not a URL: {e}")))?;
@@ -135,8 +198,8 @@ fn endpoint_uri(s: &str, protocol: Protocol) -> Result<Uri, ConfigError> {
         .map_err(|e| invalid("otlp_endpoint", format!("{s:?}: {e}")))
 }
 
-fn parse_sampler(name: Option<&str>, arg: Option<&str>) -> Result<SamplerChoice, ConfigError> {
-    let ratio = || -> Result<f64, ConfigError> {
+fn parse_sampler(name: Option<&str>, arg: Option<&str>) -> Result<SamplerChoice, InvalidSetting> {
+    let ratio = || -> Result<f64, InvalidSetting> {
         match arg.map(str::trim).filter(|a| !a.is_empty()) {
             None => Ok(1.0),
             Some(a) => match a.parse::<f64>() {
@@ -169,7 +232,7 @@ fn parse_sampler(name: Option<&str>, arg: Option<&str>) -> Result<SamplerChoice,
 }
 
 /// Parses `key=value,key=value`, percent-decoding values as the specification asks.
-fn parse_attributes(s: &str) -> Result<Vec<(String, String)>, ConfigError> {
+fn parse_attributes(s: &str) -> Result<Vec<(String, String)>, InvalidSetting> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = part.split_once('=').ok_or_else(|| {
@@ -217,8 +280,8 @@ fn percent_decode(s: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn opts(endpoint: &str) -> ServeOptions {
-        ServeOptions {
+    fn opts(endpoint: &str) -> TraceOptions {
+        TraceOptions {
             otlp_endpoint: Some(endpoint.into()),
             ..Default::default()
         }
@@ -226,7 +289,7 @@ mod tests {
 
     #[test]
     fn off_without_an_endpoint() {
-        assert!(TraceSettings::resolve(&ServeOptions::default())
+        assert!(TraceSettings::resolve(&TraceOptions::default())
             .unwrap()
             .is_none());
         assert!(TraceSettings::resolve(&opts("  ")).unwrap().is_none());
@@ -254,25 +317,25 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_field() {
-        let cases: Vec<(ServeOptions, &str)> = vec![
+        let cases: Vec<(TraceOptions, &str)> = vec![
             (opts("c:4317"), "otlp_endpoint"),
             (opts("https://c:4317"), "otlp_endpoint"),
             (
-                ServeOptions {
+                TraceOptions {
                     otlp_protocol: Some("http/json".into()),
                     ..opts("http://c:1")
                 },
                 "otlp_protocol",
             ),
             (
-                ServeOptions {
+                TraceOptions {
                     otel_traces_sampler: Some("sometimes".into()),
                     ..opts("http://c:1")
                 },
                 "otel_traces_sampler",
             ),
             (
-                ServeOptions {
+                TraceOptions {
                     otel_traces_sampler: Some("traceidratio".into()),
                     otel_traces_sampler_arg: Some("1.5".into()),
                     ..opts("http://c:1")
@@ -280,7 +343,7 @@ mod tests {
                 "otel_traces_sampler_arg",
             ),
             (
-                ServeOptions {
+                TraceOptions {
                     otel_resource_attributes: Some("a=1,b".into()),
                     ..opts("http://c:1")
                 },
@@ -295,7 +358,7 @@ mod tests {
 
     #[test]
     fn attributes_decode_and_supply_the_service_name() {
-        let o = ServeOptions {
+        let o = TraceOptions {
             otel_resource_attributes: Some(
                 "service.name=kv%20store, deployment.environment=prod".into(),
             ),

@@ -1,69 +1,62 @@
-//! openraft's type configuration for raftnode, and the KV commands that travel in the log.
+//! openraft's type configuration for raftnode, and what travels in a group's log.
+//!
+//! The log holds opaque bytes: a [`Proposal`] carries a state machine's command as its codec
+//! encoded it, and applying it answers a [`Reply`] with the encoded response. Storage, the wire
+//! format and every openraft adapter are therefore the same for every state machine; only the
+//! typed edge ([`crate::Node`]) knows the command and response types.
 
 use serde::{Deserialize, Serialize};
 
-/// A command in a group's log.
+/// One command in a group's log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KvRequest {
-    pub op: KvOp,
+pub struct Proposal {
+    /// The state machine's command, encoded by [`crate::state_machine::codec`].
+    #[serde(with = "serde_bytes")]
+    pub command: Vec<u8>,
     /// The W3C `traceparent` of the proposal, when its trace is sampled: replication and apply
-    /// on every node then join the client's trace. The state machine never reads it.
+    /// on every node then join the caller's trace. The state machine never sees it.
     #[serde(default)]
     pub trace: Option<String>,
 }
 
-impl KvRequest {
-    pub fn new(op: KvOp) -> Self {
-        KvRequest { op, trace: None }
-    }
-}
-
-/// What a command does. Keys are UTF-8 (they come from URL paths); values are bytes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum KvOp {
-    Put {
-        key: String,
-        #[serde(with = "serde_bytes")]
-        value: Vec<u8>,
-    },
-    Delete {
-        key: String,
-    },
-}
-
-impl std::fmt::Display for KvRequest {
+impl std::fmt::Display for Proposal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.op {
-            KvOp::Put { key, value } => write!(f, "put {key:?} ({} bytes)", value.len()),
-            KvOp::Delete { key } => write!(f, "delete {key:?}"),
-        }
+        write!(f, "proposal ({} bytes)", self.command.len())
     }
 }
 
-/// What applying a command reports back to the writer.
+/// What applying a proposal answers: the state machine's response, encoded.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KvResponse {
-    /// Whether the key held a value before this command.
-    pub existed: bool,
-}
+pub struct Reply(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
 openraft::declare_raft_types!(
-    /// The type configuration shared by every group on the node.
+    /// The type configuration shared by every group on the node, whatever its state machine.
     pub TypeConfig:
-        D = KvRequest,
-        R = KvResponse,
+        D = Proposal,
+        R = Reply,
         NodeId = u64,
         Node = openraft::BasicNode,
         AsyncRuntime = crate::raft::runtime::LedgerRuntime,
 );
 
+/// A node's id, unique in the cluster; ids start at 1.
 pub type NodeId = u64;
+/// A Raft group's id, unique in the cluster; ids start at 1.
 pub type GroupId = u64;
-pub type Raft = openraft::Raft<TypeConfig, crate::group::state_machine::KvStateMachine>;
+/// One group's openraft instance.
+pub type Raft = openraft::Raft<TypeConfig, crate::raft::state_machine::SmAdapter>;
+/// A log entry.
 pub type Entry = openraft::alias::EntryOf<TypeConfig>;
+/// A log entry's id: its term, leader and index.
 pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+/// A node's vote.
 pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+/// A membership and the log id that set it.
 pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+/// The metadata of a snapshot: the last log id and membership it covers.
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
-pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
+/// A snapshot: its metadata and its file.
+pub type Snapshot =
+    openraft::alias::SnapshotOf<TypeConfig, crate::storage::snapshot_file::SnapshotFile>;
+/// An openraft error of a group's API.
 pub type RaftError<E = openraft::errors::Infallible> = openraft::errors::RaftError<TypeConfig, E>;

@@ -1,17 +1,17 @@
 //! Everything that crosses the network between nodes: the one shared tonic server, the one
-//! channel per peer address, and openraft's network adapter on top of those channels.
+//! channel per peer address, the table of node-to-node methods, and the typed call over it.
+//! openraft's network adapter (`crate::raft::network`) sits on top of these.
 
+pub mod client;
 pub mod codec;
-pub mod network;
+pub mod methods;
 pub mod peers;
+pub mod router;
 pub mod server;
 
 /// Code generated from `proto/raftnode.proto`.
+#[allow(missing_docs)]
 pub mod pb {
     #![allow(clippy::all, clippy::pedantic)]
     tonic::include_proto!("raftnode.v1");
 }
-
-/// gRPC metadata key marking a KV call as already forwarded once, so that two nodes with
-/// different views of the leader cannot bounce a request between them.
-pub const FORWARDED_HEADER: &str = "x-raftnode-forwarded";

@@ -25,15 +25,20 @@ pub struct Peers {
     connect_timeout: Duration,
 }
 
+/// A peer address that cannot be dialled.
 #[derive(Debug, thiserror::Error)]
 #[error("bad address {addr:?} for node {node}: {reason}")]
 pub struct BadPeerAddr {
+    /// The peer.
     pub node: NodeId,
+    /// Its address as given.
     pub addr: String,
+    /// Why it cannot be used.
     pub reason: String,
 }
 
 impl Peers {
+    /// No channel yet; each peer's is made on first use, as a child owner of `parent`.
     pub fn new(parent: Owner, connect_timeout: Duration) -> Self {
         Peers {
             parent,
@@ -85,16 +90,20 @@ impl Peers {
         Ok(channel)
     }
 
-    /// Drops every channel and stops the peer owners. Groups must have stopped first, since
-    /// they hold clones of the channels.
+    /// Drops every channel and stops the peer owners, together, within `deadline`. Groups
+    /// must have stopped first, since they hold clones of the channels.
     pub async fn close(&self, deadline: Duration) {
         let peers: Vec<Peer> = {
             let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             map.drain().map(|(_, p)| p).collect()
         };
-        for p in peers {
-            drop(p.channel);
-            p.owner.stop(deadline).await;
-        }
+        let owners: Vec<Owner> = peers
+            .into_iter()
+            .map(|p| {
+                drop(p.channel);
+                p.owner
+            })
+            .collect();
+        futures::future::join_all(owners.iter().map(|o| o.stop(deadline))).await;
     }
 }

@@ -6,6 +6,7 @@
 //! the WAL at start. Memory stays bounded because snapshots purge the log; the WAL stays bounded
 //! because a checkpoint rewrites the live state into a fresh segment and drops the old ones.
 
+pub mod policy;
 pub mod record;
 pub mod snapshot_file;
 pub mod wal;
@@ -25,10 +26,16 @@ use crate::raft::types::{Entry, GroupId, LogId, TypeConfig, Vote};
 pub use record::{GroupLog, Index, Record};
 use wal::{RecoveryReport, Wal, WalError, WalOptions};
 
+/// Why the storage engine could not open.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
+    /// The WAL could not be recovered.
     #[error(transparent)]
     Wal(#[from] WalError),
+    /// The snapshot directory could not be cleaned up.
+    #[error(transparent)]
+    Snapshot(#[from] snapshot_file::SnapshotFileError),
+    /// The writer thread could not start.
     #[error("cannot start the WAL writer thread: {0}")]
     Thread(io::Error),
 }
@@ -106,6 +113,15 @@ impl Storage {
             index.apply(record);
             Ok(())
         })?;
+        let snapshot_dir = opts.dir.join("snapshots");
+        let leftovers = snapshot_file::remove_leftovers(&snapshot_dir)?;
+        if leftovers > 0 {
+            tracing::warn!(
+                dir = %snapshot_dir.display(),
+                removed = leftovers,
+                "removed temporary snapshot files left by a crash"
+            );
+        }
         let (tx, rx) = mpsc::channel();
         let fsync_seconds = prometheus::Histogram::with_opts(
             prometheus::HistogramOpts::new(
@@ -118,7 +134,7 @@ impl Storage {
         )
         .map_err(|e| StorageError::Thread(io::Error::other(e)))?;
         let inner = Arc::new(Inner {
-            snapshot_dir: opts.dir.join("snapshots"),
+            snapshot_dir,
             index: Mutex::new(index),
             tx: Mutex::new(Some(tx)),
             failed: AtomicBool::new(false),
@@ -131,6 +147,7 @@ impl Storage {
             inner: inner.clone(),
             checkpoint_bytes: opts.checkpoint_bytes,
             last_checkpoint: 0,
+            carry: None,
         };
         let handle = owner
             .spawn_thread("rn-wal-writer", move || writer.run())
@@ -284,26 +301,41 @@ struct Writer {
     inner: Arc<Inner>,
     checkpoint_bytes: u64,
     last_checkpoint: u64,
+    /// An op taken from the queue that did not fit in the last batch: it opens the next one.
+    carry: Option<Op>,
 }
 
-/// Bounds one batch so that a burst cannot delay its first writer's fsync indefinitely.
-const MAX_BATCH_OPS: usize = 4096;
+impl Op {
+    fn bytes(&self) -> usize {
+        self.payloads.iter().map(Vec::len).sum()
+    }
+}
 
 impl Writer {
     fn run(mut self) {
-        while let Ok(first) = self.rx.recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH_OPS {
-                match self.rx.try_recv() {
-                    Ok(op) => batch.push(op),
+        loop {
+            let first = match self.carry.take() {
+                Some(op) => op,
+                None => match self.rx.recv() {
+                    Ok(op) => op,
                     Err(_) => break,
+                },
+            };
+            let mut batch = policy::Batch::default();
+            batch.admit(first.bytes(), policy::BATCH_LIMITS);
+            let mut ops = vec![first];
+            while let Ok(op) = self.rx.try_recv() {
+                if !batch.admit(op.bytes(), policy::BATCH_LIMITS) {
+                    self.carry = Some(op);
+                    break;
                 }
+                ops.push(op);
             }
-            let result = self.write(&batch);
+            let result = self.write(&ops);
             if result.is_err() {
                 self.inner.failed.store(true, Ordering::Release);
             }
-            for op in batch {
+            for op in ops {
                 op.done.complete(&result);
             }
             if result.is_ok() {
@@ -332,10 +364,13 @@ impl Writer {
     /// previous checkpoint, so that a large live state does not checkpoint on every batch.
     fn maybe_checkpoint(&mut self) {
         let total = self.wal.total_bytes();
-        if total < self.checkpoint_bytes
-            || total < self.last_checkpoint.saturating_mul(2)
-            || self.wal.segment_count() < 2
-        {
+        let due = policy::checkpoint_due(policy::WalSize {
+            total_bytes: total,
+            segments: self.wal.segment_count(),
+            last_checkpoint_bytes: self.last_checkpoint,
+            threshold_bytes: self.checkpoint_bytes,
+        });
+        if !due {
             return;
         }
         let payloads: Result<Vec<Vec<u8>>, _> = {

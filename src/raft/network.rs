@@ -1,7 +1,8 @@
-//! openraft's network adapter: each group's RPCs to a peer go over that peer's shared channel,
-//! tagged with the group id. Thin by design: encode, call, decode, map errors.
+//! openraft's network adapter: each group's messages to a peer go over that peer's shared
+//! channel, tagged with the group id. Thin by design: pick the method, call, map errors.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::errors::{
@@ -13,29 +14,40 @@ use openraft::raft::{
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, OptionalSend, RPCTypes};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-
 use tonic::transport::Channel;
 use tracing::Instrument;
 
-use crate::group::GroupDeps;
 use crate::ledger::{Direction, Owner};
-
-use crate::raft::types::{GroupId, NodeId, Snapshot, TypeConfig, Vote};
-use crate::rpc::codec;
+use crate::metrics::RpcMetrics;
+use crate::raft::types::{Entry, GroupId, NodeId, Snapshot, TypeConfig, Vote};
+use crate::rpc::client::{self, CallError};
+use crate::rpc::methods::{rpc, Rpc};
 use crate::rpc::pb::raft_service_client::RaftServiceClient;
-use crate::rpc::pb::RaftRequest;
+use crate::rpc::peers::Peers;
+
+/// What every group's network adapter shares.
+#[derive(Clone)]
+pub struct NetworkDeps {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// The node's peer channels.
+    pub peers: Peers,
+    /// Largest message sent or accepted.
+    pub max_message_bytes: usize,
+    /// Round-trip times per peer.
+    pub metrics: Arc<RpcMetrics>,
+}
 
 /// Creates per-target clients for one group.
 pub struct GroupNetworkFactory {
     group: GroupId,
     owner: Owner,
-    deps: GroupDeps,
+    deps: NetworkDeps,
 }
 
 impl GroupNetworkFactory {
-    pub fn new(group: GroupId, owner: Owner, deps: GroupDeps) -> Self {
+    /// The factory of group `group`, whose calls count as `owner`'s streams.
+    pub fn new(group: GroupId, owner: Owner, deps: NetworkDeps) -> Self {
         GroupNetworkFactory { group, owner, deps }
     }
 }
@@ -45,9 +57,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GroupNetwork {
         let client = match self.deps.peers.channel(target, &node.addr) {
-            Ok(channel) => Ok(RaftServiceClient::new(channel)
-                .max_decoding_message_size(self.deps.max_message_bytes)
-                .max_encoding_message_size(self.deps.max_message_bytes)),
+            Ok(channel) => Ok(client::client(channel, self.deps.max_message_bytes)),
             Err(e) => Err(e.to_string()),
         };
         GroupNetwork {
@@ -58,7 +68,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
             owner: self.owner.clone(),
             rtt: self
                 .deps
-                .rpc_metrics
+                .metrics
                 .peer_rtt
                 .with_label_values(&[target.to_string()]),
         }
@@ -83,36 +93,13 @@ pub struct GroupNetwork {
 #[error("{0}")]
 struct RpcFailure(String);
 
-enum Method {
-    Vote,
-    PreVote,
-    Append,
-    Snapshot,
-    TransferLeader,
-}
-
-impl Method {
-    fn name(&self) -> &'static str {
-        match self {
-            Method::Vote => "vote",
-            Method::PreVote => "pre_vote",
-            Method::Append => "append_entries",
-            Method::Snapshot => "install_snapshot",
-            Method::TransferLeader => "transfer_leader",
-        }
-    }
-}
-
 impl GroupNetwork {
     /// A span for replicating `entries` to this peer, when some of them belong to sampled
     /// writes: a child of the first write's proposal, linked to the others. Heartbeats and
     /// untraced entries get none, so idle replication sends the collector nothing.
-    fn replicate_span(&self, entries: &[crate::raft::types::Entry]) -> tracing::Span {
-        if !crate::otel::enabled() {
-            return tracing::Span::none();
-        }
+    fn replicate_span(&self, entries: &[Entry]) -> tracing::Span {
         let mut traces = entries.iter().filter_map(|e| match &e.payload {
-            openraft::EntryPayload::Normal(r) => r.trace.as_deref(),
+            openraft::EntryPayload::Normal(p) => p.trace.as_deref(),
             _ => None,
         });
         let Some(first) = traces.next() else {
@@ -133,66 +120,53 @@ impl GroupNetwork {
         span
     }
 
-    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+    async fn call<M: Rpc>(
         &mut self,
-        method: Method,
-        req: &Req,
+        req: &M::Request,
         ttl: Duration,
         span: tracing::Span,
-    ) -> Result<Resp, RPCError<TypeConfig>> {
+    ) -> Result<M::Response, RPCError<TypeConfig>> {
         let client = match &mut self.client {
             Ok(c) => c,
             Err(e) => return Err(Unreachable::new(&RpcFailure(e.clone())).into()),
         };
-        let payload = codec::encode(req).map_err(|s| NetworkError::new(&s))?;
-        let mut request = tonic::Request::new(RaftRequest {
-            group_id: self.group,
-            payload,
-        });
-        if !span.is_none() {
-            crate::otel::propagation::inject_metadata(&span, request.metadata_mut());
-        }
         let _stream = self.owner.track_connection(
             Direction::Outbound,
-            format!("{} {}", self.target, method.name()),
+            format!("{} {}", self.target, M::METHOD.name()),
         );
         let started = std::time::Instant::now();
-        let fut = async {
-            match method {
-                Method::Vote => client.vote(request).await,
-                Method::PreVote => client.pre_vote(request).await,
-                Method::Append => client.append_entries(request).await,
-                Method::Snapshot => client.install_snapshot(request).await,
-                Method::TransferLeader => client.transfer_leader(request).await,
+        let result = client::call::<M>(client, self.group, req, ttl, &span)
+            .instrument(span.clone())
+            .await;
+        match result {
+            Ok(r) => {
+                self.rtt.observe(started.elapsed().as_secs_f64());
+                Ok(r)
             }
-        };
-        let reply = match tokio::time::timeout(ttl, fut).instrument(span).await {
-            Err(_) => {
-                return Err(RPCError::Timeout(Timeout {
-                    action: rpc_type(&method),
-                    id: self.node,
-                    target: self.target,
-                    timeout: ttl,
-                }))
+            Err(CallError::Timeout(t)) => Err(RPCError::Timeout(Timeout {
+                action: rpc_type::<M>(),
+                id: self.node,
+                target: self.target,
+                timeout: t,
+            })),
+            Err(CallError::Status(status)) => Err(status_error(status)),
+            // The remote side's Raft error (for instance, the group is shutting down there):
+            // openraft backs off from that peer.
+            Err(CallError::Remote(e)) => {
+                self.rtt.observe(started.elapsed().as_secs_f64());
+                Err(Unreachable::new(&RpcFailure(e)).into())
             }
-            Ok(Err(status)) => return Err(status_error(status)),
-            Ok(Ok(r)) => r.into_inner(),
-        };
-        self.rtt.observe(started.elapsed().as_secs_f64());
-        // The remote side answers Result<Resp, String>, the error being its Raft error's text
-        // (for instance, the group is shutting down there); openraft backs off from that peer.
-        let result: Result<Resp, String> =
-            codec::decode(&reply.payload).map_err(|s| NetworkError::new(&s))?;
-        result.map_err(|e| Unreachable::new(&RpcFailure(e)).into())
+        }
     }
 }
 
-fn rpc_type(m: &Method) -> RPCTypes {
-    match m {
-        Method::Vote | Method::PreVote => RPCTypes::Vote,
-        Method::Append => RPCTypes::AppendEntries,
-        Method::Snapshot => RPCTypes::InstallSnapshot,
+fn rpc_type<M: Rpc>() -> RPCTypes {
+    use crate::rpc::methods::Method;
+    match M::METHOD {
+        Method::AppendEntries => RPCTypes::AppendEntries,
+        Method::InstallSnapshot => RPCTypes::InstallSnapshot,
         Method::TransferLeader => RPCTypes::TransferLeader,
+        _ => RPCTypes::Vote,
     }
 }
 
@@ -215,39 +189,34 @@ fn streaming(e: RPCError<TypeConfig>) -> StreamingError<TypeConfig> {
 }
 
 impl RaftNetworkV2<TypeConfig> for GroupNetwork {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = crate::storage::snapshot_file::SnapshotFile;
 
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        req: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let span = self.replicate_span(&rpc.entries);
-        self.call(Method::Append, &rpc, option.hard_ttl(), span)
+        let span = self.replicate_span(&req.entries);
+        self.call::<rpc::AppendEntries>(&req, option.hard_ttl(), span)
             .await
     }
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<TypeConfig>,
+        req: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(Method::Vote, &rpc, option.hard_ttl(), tracing::Span::none())
+        self.call::<rpc::Vote>(&req, option.hard_ttl(), tracing::Span::none())
             .await
     }
 
     async fn pre_vote(
         &mut self,
-        rpc: VoteRequest<TypeConfig>,
+        req: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(
-            Method::PreVote,
-            &rpc,
-            option.hard_ttl(),
-            tracing::Span::none(),
-        )
-        .await
+        self.call::<rpc::PreVote>(&req, option.hard_ttl(), tracing::Span::none())
+            .await
     }
 
     async fn full_snapshot(
@@ -257,22 +226,25 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let req = (
-            vote,
-            snapshot.meta,
-            serde_bytes::ByteBuf::from(snapshot.snapshot),
-        );
         // Snapshots are rare and slow: always worth a (root) span.
         let span = tracing::info_span!(
             "raft.send_snapshot",
             otel.kind = "client",
             group = self.group,
             target = self.target,
-            bytes = req.2.len(),
+            bytes = snapshot.snapshot.len(),
         );
+        let file = snapshot.snapshot;
+        let bytes = self
+            .owner
+            .spawn_blocking("snapshot-read", move || file.read_all())
+            .await
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let req = (vote, snapshot.meta, serde_bytes::ByteBuf::from(bytes));
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
-            r = self.call(Method::Snapshot, &req, option.hard_ttl(), span) => r.map_err(streaming),
+            r = self.call::<rpc::InstallSnapshot>(&req, option.hard_ttl(), span) => r.map_err(streaming),
         }
     }
 
@@ -281,12 +253,7 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(
-            Method::TransferLeader,
-            &req,
-            option.hard_ttl(),
-            tracing::Span::none(),
-        )
-        .await
+        self.call::<rpc::TransferLeader>(&req, option.hard_ttl(), tracing::Span::none())
+            .await
     }
 }

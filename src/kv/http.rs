@@ -7,17 +7,45 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 use serde_json::json;
 
-use super::{json_ok, parse_id, ApiError, AppState};
-use crate::kv::{Kv, ReadMode};
+use super::{Kv, KvError};
+use crate::http::{json_ok, parse_id, ApiError};
+use crate::node::ReadMode;
 
-pub async fn empty_key() -> ApiError {
+impl From<KvError> for ApiError {
+    fn from(e: KvError) -> Self {
+        match e {
+            KvError::BadRequest(m) => ApiError::bad_request(m),
+            KvError::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", m),
+            KvError::Request(e) => e.into(),
+        }
+    }
+}
+
+/// The KV routes.
+pub fn routes(kv: Kv) -> Router {
+    // Bodies beyond the value limit are refused by the handler with a JSON 413; this outer
+    // limit only stops absurd uploads from being buffered at all.
+    let body_limit = kv.config().max_value_bytes.saturating_mul(2).max(1 << 20);
+    Router::new()
+        .route(
+            "/v1/kv/{group}/",
+            get(empty_key).put(empty_key).delete(empty_key),
+        )
+        .route("/v1/kv/{group}/{*key}", get(read).put(put).delete(delete))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .with_state(kv)
+}
+
+async fn empty_key() -> ApiError {
     ApiError::bad_request("key must not be empty")
 }
 
-pub async fn put(
-    State(s): State<AppState>,
+async fn put(
+    State(kv): State<Kv>,
     Path((group, key)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -29,21 +57,19 @@ pub async fn put(
                 "too_large",
                 format!(
                     "value exceeds max_value_bytes ({})",
-                    s.ctx.settings.max_value_bytes
+                    kv.config().max_value_bytes
                 ),
             )
         } else {
             ApiError::bad_request(r.body_text())
         }
     })?;
-    let index = Kv::new(&s.ctx, false)
-        .put(group, key, body.to_vec())
-        .await?;
+    let index = kv.put(group, key, body.to_vec()).await?;
     Ok(json_ok(json!({ "index": index })))
 }
 
-pub async fn get(
-    State(s): State<AppState>,
+async fn read(
+    State(kv): State<Kv>,
     Path((group, key)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -56,7 +82,7 @@ pub async fn get(
             ))
         })?,
     };
-    match Kv::new(&s.ctx, false).get(group, key.clone(), mode).await? {
+    match kv.get(group, &key, mode).await? {
         Some(v) => Ok((
             StatusCode::OK,
             [("content-type", "application/octet-stream")],
@@ -71,11 +97,11 @@ pub async fn get(
     }
 }
 
-pub async fn delete(
-    State(s): State<AppState>,
+async fn delete(
+    State(kv): State<Kv>,
     Path((group, key)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     let group = parse_id("group", &group)?;
-    let (index, existed) = Kv::new(&s.ctx, false).delete(group, key).await?;
+    let (index, existed) = kv.delete(group, key).await?;
     Ok(json_ok(json!({ "index": index, "existed": existed })))
 }

@@ -1,22 +1,111 @@
-//! Admin routes: status, groups at runtime, leader transfer and membership changes.
+//! The node's own HTTP routes: health, readiness, metrics, status, groups at runtime, leader
+//! transfer, membership changes and the RPC-server restart. The program's routes (the KV
+//! store's `/v1/kv/...`) are merged in by the node, and share the tracing middleware.
 
-use openraft::async_runtime::WatchReceiver;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::Json;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use openraft::async_runtime::WatchReceiver;
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
+use tracing::Instrument;
 
-use super::{json_ok, parse_id, ApiError, AppState};
 use crate::group::Group;
+use crate::http::{json_ok, parse_id, ApiError};
+use crate::metrics::Metrics;
+use crate::node::handover;
+use crate::node::shared::NodeCore;
 use crate::raft::types::{NodeId, RaftError};
+
+#[derive(Clone)]
+struct ApiState {
+    core: Arc<NodeCore>,
+    metrics: Metrics,
+}
+
+/// The whole HTTP API: the node's routes and `app`'s, traced alike.
+pub(crate) fn router(core: Arc<NodeCore>, metrics: Metrics, app: Option<Router>) -> Router {
+    let router = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .route("/v1/status", get(status))
+        .route("/v1/groups/{id}", put(add_group).delete(remove_group))
+        .route("/v1/groups/{id}/transfer-leader", post(transfer_leader))
+        .route("/v1/groups/{id}/learners", post(add_learner))
+        .route("/v1/groups/{id}/learners/{node}", delete(remove_learner))
+        .route("/v1/groups/{id}/voters", post(add_voter))
+        .route("/v1/groups/{id}/voters/{node}", delete(remove_voter))
+        .route("/v1/admin/rpc-server/restart", post(restart_rpc_server));
+    #[cfg(feature = "leak-injection")]
+    let router = router.route("/v1/debug/leaks", post(inject_leak));
+    let router = router.with_state(ApiState { core, metrics });
+    let router = match app {
+        Some(app) => router.merge(app),
+        None => router,
+    };
+    router
+        .route_layer(axum::middleware::from_fn(trace_request))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        // Admin bodies are small JSON; routes that take large bodies set their own limit.
+        .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
+}
+
+/// The server span of an API call, continuing the client's trace when it sent a
+/// `traceparent`. Health checks and scrapes are left out: they would flood the exporter with
+/// traces nobody follows.
+async fn trace_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if !req.uri().path().starts_with("/v1/") {
+        return next.run(req).await;
+    }
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| req.uri().path().to_owned());
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format_args!("{} {route}", req.method()),
+        otel.kind = "server",
+        http.request.method = %req.method(),
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    crate::otel::propagation::adopt_from_headers(&span, req.headers());
+    let response = next.run(req).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
+}
+
+async fn readyz(State(s): State<ApiState>) -> impl IntoResponse {
+    if s.core.lifecycle.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else if !s.core.lifecycle.is_ready() {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    } else {
+        (StatusCode::OK, "ready\n")
+    }
+}
+
+async fn render_metrics(State(s): State<ApiState>) -> Response {
+    match s.metrics.render() {
+        Ok(text) => (
+            StatusCode::OK,
+            [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+            text,
+        )
+            .into_response(),
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e).into_response(),
+    }
+}
 
 fn role(s: ServerState) -> &'static str {
     match s {
@@ -28,7 +117,7 @@ fn role(s: ServerState) -> &'static str {
     }
 }
 
-pub fn group_status(g: &Group) -> serde_json::Value {
+fn group_status(g: &Group) -> serde_json::Value {
     let m = g.raft.metrics().borrow_watched().clone();
     let membership = m.membership_config.membership();
     let voters: Vec<NodeId> = membership.voter_ids().collect();
@@ -47,29 +136,29 @@ pub fn group_status(g: &Group) -> serde_json::Value {
     })
 }
 
-pub async fn status(State(s): State<AppState>) -> impl IntoResponse {
+async fn status(State(s): State<ApiState>) -> impl IntoResponse {
     let groups: Vec<_> = s
-        .ctx
+        .core
         .registry
         .all()
         .iter()
         .map(|g| group_status(g))
         .collect();
     json_ok(json!({
-        "node_id": s.ctx.node_id(),
-        "ready": s.ctx.ready.load(std::sync::atomic::Ordering::Acquire) && !s.ctx.is_draining(),
-        "draining": s.ctx.is_draining(),
-        "grpc_addr": s.ctx.settings.grpc_addr.to_string(),
+        "node_id": s.core.node_id(),
+        "ready": s.core.lifecycle.is_ready(),
+        "draining": s.core.lifecycle.is_draining(),
+        "grpc_addr": s.core.config.grpc_addr.to_string(),
         "groups": groups,
     }))
 }
 
-pub async fn add_group(
-    State(s): State<AppState>,
+async fn add_group(
+    State(s): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = parse_id("group", &id)?;
-    let created = s.ctx.start_group(id, true).await?;
+    let created = s.core.start_group(id, true).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -78,8 +167,8 @@ pub async fn add_group(
     Ok((status, Json(json!({ "group": id, "created": created }))))
 }
 
-pub async fn remove_group(
-    State(s): State<AppState>,
+async fn remove_group(
+    State(s): State<ApiState>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -93,15 +182,15 @@ pub async fn remove_group(
             )))
         }
     };
-    s.ctx.stop_group(id, purge).await?;
+    s.core.stop_group(id, purge).await?;
     Ok(json_ok(
         json!({ "group": id, "stopped": true, "purged": purge }),
     ))
 }
 
-fn group(s: &AppState, id: &str) -> Result<Arc<Group>, ApiError> {
+fn group(s: &ApiState, id: &str) -> Result<Arc<Group>, ApiError> {
     let id = parse_id("group", id)?;
-    s.ctx.registry.get(id).ok_or_else(|| {
+    s.core.registry.get(id).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "group_not_found",
@@ -126,18 +215,19 @@ struct TransferBody {
     to: Option<NodeId>,
 }
 
-pub async fn transfer_leader(
-    State(s): State<AppState>,
+async fn transfer_leader(
+    State(s): State<ApiState>,
     Path(id): Path<String>,
     b: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let g = group(&s, &id)?;
     let req: Option<TransferBody> = body(&b)?;
-    let m = g.raft.metrics().borrow_watched().clone();
-    if m.current_leader != Some(m.id) {
-        return Err(ApiError::not_leader(m.current_leader));
+    let (me, voters, followers) = handover::followers(&g);
+    if !g.is_leader() {
+        return Err(ApiError::not_leader(
+            g.raft.metrics().borrow_watched().current_leader,
+        ));
     }
-    let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
     let to = match req.and_then(|r| r.to) {
         Some(to) if !voters.contains(&to) => {
             return Err(ApiError::bad_request(format!(
@@ -146,22 +236,16 @@ pub async fn transfer_leader(
             )))
         }
         Some(to) => to,
-        None => {
-            let matched = m
-                .replication
-                .as_ref()
-                .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
-                .unwrap_or_default();
-            crate::shutdown::pick_successor(m.id, voters, &matched).ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    "no_successor",
-                    "no other voter to transfer to",
-                )
-            })?
-        }
+        // An operator's transfer picks among every voter, answering or not: it is theirs.
+        None => handover::pick_successor(me, &voters, &followers, None).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "no_successor",
+                "no other voter to transfer to",
+            )
+        })?,
     };
-    if to == m.id {
+    if to == me {
         return Ok(json_ok(json!({ "group": g.id, "leader": to })));
     }
     g.raft.trigger().transfer_leader(to).await.map_err(|e| {
@@ -192,8 +276,21 @@ where
     ApiError::new(StatusCode::CONFLICT, "membership_conflict", e.to_string())
 }
 
-pub async fn add_learner(
-    State(s): State<AppState>,
+/// Checks `addr` as a member address the way `--peers` would.
+fn check_addr(node: NodeId, addr: &str) -> Result<(), ApiError> {
+    let bad =
+        |reason: &str| ApiError::bad_request(format!("addr {addr:?} of node {node}: {reason}"));
+    if node == 0 {
+        return Err(ApiError::bad_request("node ids start at 1"));
+    }
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(bad("not HOST:PORT")),
+    }
+}
+
+async fn add_learner(
+    State(s): State<ApiState>,
     Path(id): Path<String>,
     b: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -204,8 +301,7 @@ pub async fn add_learner(
     let addr = req
         .addr
         .ok_or_else(|| ApiError::bad_request("addr (the learner's gRPC address) is required"))?;
-    crate::config::parse_peers(&format!("{}={addr}", req.node_id))
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    check_addr(req.node_id, &addr)?;
     let r = g
         .raft
         .add_learner(req.node_id, BasicNode::new(addr), true)
@@ -218,7 +314,7 @@ pub async fn add_learner(
 
 /// Applies one membership change to group `id` and reports the log index it committed at.
 async fn change(
-    s: &AppState,
+    s: &ApiState,
     id: &str,
     what: &'static str,
     node: NodeId,
@@ -235,8 +331,8 @@ async fn change(
     ))
 }
 
-pub async fn add_voter(
-    State(s): State<AppState>,
+async fn add_voter(
+    State(s): State<ApiState>,
     Path(id): Path<String>,
     b: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -246,8 +342,8 @@ pub async fn add_voter(
     change(&s, &id, "voter", req.node_id, members).await
 }
 
-pub async fn remove_voter(
-    State(s): State<AppState>,
+async fn remove_voter(
+    State(s): State<ApiState>,
     Path((id, node)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     let node = parse_id("node", &node)?;
@@ -255,8 +351,8 @@ pub async fn remove_voter(
     change(&s, &id, "removed_voter", node, members).await
 }
 
-pub async fn remove_learner(
-    State(s): State<AppState>,
+async fn remove_learner(
+    State(s): State<ApiState>,
     Path((id, node)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     let node = parse_id("node", &node)?;
@@ -264,8 +360,8 @@ pub async fn remove_learner(
     change(&s, &id, "removed_learner", node, members).await
 }
 
-pub async fn restart_rpc_server(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    s.ctx.restart_rpc_server().await?;
+async fn restart_rpc_server(State(s): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
+    s.core.restart_rpc_server().await?;
     Ok(json_ok(json!({ "restarted": true })))
 }
 
@@ -279,15 +375,12 @@ struct LeakBody {
 }
 
 #[cfg(feature = "leak-injection")]
-pub async fn inject_leak(
-    State(s): State<AppState>,
-    b: Bytes,
-) -> Result<impl IntoResponse, ApiError> {
+async fn inject_leak(State(s): State<ApiState>, b: Bytes) -> Result<impl IntoResponse, ApiError> {
     let req: LeakBody = body(&b)?
         .ok_or_else(|| ApiError::bad_request("body must be {\"target\": ..., \"kind\": ...}"))?;
     match req.target.as_str() {
-        "group" => s.ctx.injected.arm_group(req.kind),
-        "rpc_server" => s.ctx.injected.arm_rpc_server(),
+        "group" => s.core.injected.arm_group(req.kind),
+        "rpc_server" => s.core.injected.arm_rpc_server(),
         other => {
             return Err(ApiError::bad_request(format!(
                 "target must be group or rpc_server, not {other:?}"

@@ -1,0 +1,119 @@
+//! Several Raft groups of one state machine on three nodes in this process: each group is a
+//! counter of its own, all behind each node's one shared gRPC server and one storage engine.
+//! It increments every group through every node, adds a group at runtime, removes one with its
+//! data, checks that the members agree on every counter, stops the nodes, and prints
+//! `groups=4 total=1200 leaks=0`.
+//!
+//! `cargo run --release --example counter_groups`
+
+use std::io::{self, Read, Write};
+
+use raftnode::{Committed, GroupId, Node, ReadMode, StateMachine};
+
+/// One group's counter.
+#[derive(Default)]
+struct Counter(u64);
+
+impl StateMachine for Counter {
+    type Command = u64;
+    type Response = u64;
+    type Snapshot = u64;
+
+    fn apply(&mut self, batch: Vec<Committed<u64>>) -> io::Result<Vec<u64>> {
+        Ok(batch
+            .into_iter()
+            .map(|c| {
+                self.0 += c.command;
+                self.0
+            })
+            .collect())
+    }
+
+    fn snapshot(&self) -> u64 {
+        self.0
+    }
+
+    fn write_snapshot(value: u64, out: &mut dyn Write) -> io::Result<()> {
+        out.write_all(&value.to_le_bytes())
+    }
+
+    fn restore(&mut self, input: &mut dyn Read) -> io::Result<()> {
+        let mut bytes = [0; 8];
+        input.read_exact(&mut bytes)?;
+        self.0 = u64::from_le_bytes(bytes);
+        Ok(())
+    }
+}
+
+async fn agreed(
+    nodes: &[Node<Counter>],
+    group: GroupId,
+) -> Result<u64, Box<dyn std::error::Error>> {
+    let mut values = Vec::new();
+    for node in nodes {
+        values.push(
+            node.read(group, ReadMode::Linearizable, |c: &Counter| c.0)
+                .await?,
+        );
+    }
+    if values.iter().any(|v| *v != values[0]) {
+        return Err(format!("group {group}: the nodes disagree: {values:?}").into());
+    }
+    Ok(values[0])
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let listeners = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<io::Result<Vec<_>>>()?;
+    let mut peers = Vec::new();
+    for (i, l) in listeners.iter().enumerate() {
+        peers.push((i as u64 + 1, l.local_addr()?.to_string()));
+    }
+    let mut nodes = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let id = i as u64 + 1;
+        let node = Node::builder()
+            .id(id)
+            .peers(peers.clone())
+            .grpc_listener(listener)
+            .data_dir(dir.path().join(format!("node-{id}")))
+            .groups([1, 2, 3, 4])
+            .state_machine(|_group| Counter::default())
+            .start()
+            .await?;
+        nodes.push(node);
+    }
+
+    // A fifth group, started at runtime on every member (the lowest id initialises it).
+    for node in &nodes {
+        node.add_group(5).await?;
+    }
+    // 100 increments per group through each node: 300 per group.
+    for group in 1..=5 {
+        for i in 0..300 {
+            nodes[i % nodes.len()].propose(group, 1).await?;
+        }
+    }
+    // Group 5 goes away again, with its data.
+    for node in &nodes {
+        node.remove_group(5, true).await?;
+    }
+
+    let mut total = 0;
+    for group in 1..=4 {
+        total += agreed(&nodes, group).await?;
+    }
+    let groups = nodes[0].groups().len();
+    let mut leaks = 0;
+    for node in &nodes {
+        leaks += node.stop().await?.leaks;
+    }
+    println!("groups={groups} total={total} leaks={leaks}");
+    if groups != 4 || total != 1200 || leaks != 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! Network figures observed where the calls happen (the Raft network adapter and the shared
+//! server), registered once per node.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
+
+/// Round trips to peers, and requests served by the shared server.
+pub struct RpcMetrics {
+    /// `raftnode_peer_round_trip_time_seconds{peer}`.
+    pub peer_rtt: HistogramVec,
+    /// `raftnode_rpc_requests_total{service,method,code}`.
+    pub requests: IntCounterVec,
+}
+
+impl RpcMetrics {
+    /// The two families, not yet registered.
+    pub fn new() -> Result<RpcMetrics, prometheus::Error> {
+        Ok(RpcMetrics {
+            peer_rtt: HistogramVec::new(
+                HistogramOpts::new(
+                    "raftnode_peer_round_trip_time_seconds",
+                    "Round trip of Raft RPCs to a peer, per peer node id.",
+                )
+                .buckets(vec![
+                    0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                ]),
+                &["peer"],
+            )?,
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "raftnode_rpc_requests_total",
+                    "gRPC requests served by the shared server, by service, method and status code.",
+                ),
+                &["service", "method", "code"],
+            )?,
+        })
+    }
+
+    /// Counts one served request with its outcome's gRPC code.
+    pub fn served<T>(&self, service: &str, method: &str, r: &Result<T, tonic::Status>) {
+        let code = match r {
+            Ok(_) => "OK".to_string(),
+            Err(s) => format!("{:?}", s.code()),
+        };
+        self.requests
+            .with_label_values(&[service, method, &code])
+            .inc();
+    }
+}

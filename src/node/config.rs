@@ -1,0 +1,244 @@
+//! A node's settings, with defaults that make a working single-node cluster, and their
+//! validation. Field names are the `raftnode serve` flags' and config-file keys', so that an
+//! error names the same thing whichever way a setting was given.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::node::error::NodeError;
+use crate::raft::types::{GroupId, NodeId};
+
+/// Everything a node is started with. Build it with `..Default::default()` or through the
+/// [`crate::NodeBuilder`]'s methods.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// This node's id, unique in the cluster; ids start at 1.
+    pub node_id: NodeId,
+    /// Where the shared gRPC server listens (Raft between nodes, and the program's services).
+    pub grpc_addr: SocketAddr,
+    /// Where the HTTP server listens (`/metrics`, health, status, group admin); none if `None`.
+    pub http_addr: Option<SocketAddr>,
+    /// The directory of the WAL, snapshots and the lock file.
+    pub data_dir: PathBuf,
+    /// Every member's gRPC address, this node included. Empty: this node alone, at
+    /// `grpc_addr`. The lowest id bootstraps each group on a fresh data dir.
+    pub peers: BTreeMap<NodeId, String>,
+    /// Groups started with the node, each spanning all peers.
+    pub groups: Vec<GroupId>,
+    /// Minimum election timeout; the maximum is twice it.
+    pub election_timeout_ms: u64,
+    /// Leader heartbeat interval; under half the election timeout.
+    pub heartbeat_ms: u64,
+    /// A snapshot is built after this many log entries since the last one.
+    pub snapshot_logs: u64,
+    /// Log entries kept behind a snapshot, so that slightly lagging followers catch up by log.
+    pub snapshot_keep_logs: u64,
+    /// How long a proposal or read may wait for a leader before it fails.
+    pub request_timeout_ms: u64,
+    /// Bound on the whole graceful stop.
+    pub shutdown_grace_ms: u64,
+    /// How long a stopping owner may take to reach zero tasks, threads and connections before
+    /// what remains counts as leaked.
+    pub leak_deadline_ms: u64,
+    /// WAL segment size at which a new segment starts.
+    pub wal_segment_bytes: u64,
+    /// WAL size past which the live state is checkpointed and old segments removed.
+    pub wal_checkpoint_bytes: u64,
+    /// Label Raft metrics per group; off, `/metrics` exports node-wide aggregates (for
+    /// thousands of groups).
+    pub metrics_group_labels: bool,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            node_id: 1,
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            http_addr: None,
+            data_dir: PathBuf::from("raftnode-data"),
+            peers: BTreeMap::new(),
+            groups: Vec::new(),
+            election_timeout_ms: 1000,
+            heartbeat_ms: 100,
+            snapshot_logs: 10_000,
+            snapshot_keep_logs: 1000,
+            request_timeout_ms: 5000,
+            shutdown_grace_ms: 10_000,
+            leak_deadline_ms: 5000,
+            wal_segment_bytes: 64 << 20,
+            wal_checkpoint_bytes: 256 << 20,
+            metrics_group_labels: true,
+        }
+    }
+}
+
+/// gRPC messages between nodes carry whole snapshots; allow them this large.
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> NodeError {
+    NodeError::Config {
+        field,
+        reason: reason.into(),
+    }
+}
+
+fn positive(field: &'static str, v: u64) -> Result<u64, NodeError> {
+    if v == 0 {
+        Err(invalid(field, "must be greater than 0"))
+    } else {
+        Ok(v)
+    }
+}
+
+impl NodeConfig {
+    /// Checks every setting and fills what defaults from others (the peers). Returns the
+    /// validated settings and openraft's configuration for every group.
+    pub fn validate(mut self) -> Result<(NodeConfig, openraft::Config), NodeError> {
+        positive("node_id", self.node_id)?;
+        if self.peers.is_empty() {
+            self.peers.insert(self.node_id, self.grpc_addr.to_string());
+        }
+        if self.peers.contains_key(&0) {
+            return Err(invalid("peers", "node ids start at 1"));
+        }
+        if !self.peers.contains_key(&self.node_id) {
+            return Err(invalid(
+                "peers",
+                format!(
+                    "must include this node (node_id {}) with its gRPC address",
+                    self.node_id
+                ),
+            ));
+        }
+        if self.groups.contains(&0) {
+            return Err(invalid("groups", "group ids start at 1"));
+        }
+        self.groups.sort_unstable();
+        self.groups.dedup();
+        let election = positive("election_timeout_ms", self.election_timeout_ms)?;
+        let heartbeat = positive("heartbeat_ms", self.heartbeat_ms)?;
+        if heartbeat * 2 >= election {
+            return Err(invalid(
+                "heartbeat_ms",
+                format!("{heartbeat} must be under half of election_timeout_ms ({election})"),
+            ));
+        }
+        positive("snapshot_logs", self.snapshot_logs)?;
+        positive("request_timeout_ms", self.request_timeout_ms)?;
+        positive("shutdown_grace_ms", self.shutdown_grace_ms)?;
+        positive("leak_deadline_ms", self.leak_deadline_ms)?;
+        positive("wal_segment_bytes", self.wal_segment_bytes)?;
+        positive("wal_checkpoint_bytes", self.wal_checkpoint_bytes)?;
+        let raft = openraft::Config {
+            cluster_name: "raftnode".to_string(),
+            election_timeout_min: election,
+            election_timeout_max: election * 2,
+            heartbeat_interval: heartbeat,
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs),
+            max_in_snapshot_log_to_keep: self.snapshot_keep_logs,
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| invalid("election_timeout_ms", e.to_string()))?;
+        Ok((self, raft))
+    }
+
+    /// The lowest member id bootstraps fresh groups, so that exactly one node does.
+    pub fn is_bootstrapper(&self) -> bool {
+        self.peers.keys().next() == Some(&self.node_id)
+    }
+
+    /// The request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The bound on the whole graceful stop.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    /// The leak deadline of a stopping owner.
+    pub fn leak_deadline(&self) -> Duration {
+        Duration::from_millis(self.leak_deadline_ms)
+    }
+
+    /// The minimum election timeout.
+    pub fn election_timeout(&self) -> Duration {
+        Duration::from_millis(self.election_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_make_a_single_node_cluster() {
+        let (c, raft) = NodeConfig::default().validate().unwrap();
+        assert_eq!(c.peers.get(&1).map(String::as_str), Some("127.0.0.1:7070"));
+        assert!(c.is_bootstrapper());
+        assert_eq!(raft.heartbeat_interval, 100);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: Vec<(NodeConfig, &str)> = vec![
+            (
+                NodeConfig {
+                    node_id: 0,
+                    ..Default::default()
+                },
+                "node_id",
+            ),
+            (
+                NodeConfig {
+                    node_id: 3,
+                    peers: BTreeMap::from([(1, "a:1".to_string())]),
+                    ..Default::default()
+                },
+                "peers",
+            ),
+            (
+                NodeConfig {
+                    heartbeat_ms: 600,
+                    ..Default::default()
+                },
+                "heartbeat_ms",
+            ),
+            (
+                NodeConfig {
+                    groups: vec![0],
+                    ..Default::default()
+                },
+                "groups",
+            ),
+            (
+                NodeConfig {
+                    leak_deadline_ms: 0,
+                    ..Default::default()
+                },
+                "leak_deadline_ms",
+            ),
+        ];
+        for (c, field) in cases {
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(&format!("`{field}`")), "{e} should name {field}");
+        }
+    }
+
+    #[test]
+    fn groups_are_sorted_and_deduplicated() {
+        let (c, _) = NodeConfig {
+            groups: vec![3, 1, 3, 2],
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(c.groups, vec![1, 2, 3]);
+    }
+}

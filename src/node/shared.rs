@@ -1,0 +1,494 @@
+//! What a running node shares between its servers and its typed handle: the groups, the
+//! storage and peer channels they use, the shared RPC server's slot, and the node's state
+//! (ready, draining). Group start and stop, proposals and reads live here, since the HTTP API,
+//! the RPC server and the embedding program all use them. Nothing here is generic over the
+//! state machine: commands and responses are already encoded.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use openraft::raft::linearizable_read::Linearizer;
+use openraft::raft::ReadPolicy;
+use openraft::BasicNode;
+use tonic::service::Routes;
+use tracing::Instrument;
+
+use crate::group::{Group, GroupDeps};
+use crate::ledger::{Ledger, Owner, OwnerKind};
+use crate::metrics::RpcMetrics;
+use crate::node::config::{NodeConfig, MAX_MESSAGE_BYTES};
+use crate::node::error::{GroupOpError, RequestError};
+use crate::node::registry::Registry;
+use crate::node::route::{self, Route};
+use crate::node::{plan, ReadMode};
+use crate::raft::types::{GroupId, NodeId, Proposal, Raft, Reply};
+use crate::rpc::client::{self, CallError};
+use crate::rpc::methods::{rpc, Proposed, ReadIndexRequest, Refusal};
+use crate::rpc::router::Router;
+use crate::rpc::server::{RpcServer, Services};
+use crate::state_machine::ErasedStateMachine;
+
+/// Makes a group's state machine, given the group's id.
+pub(crate) type MachineFactory = Arc<dyn Fn(GroupId) -> Box<dyn ErasedStateMachine> + Send + Sync>;
+
+/// The node's state, as `/readyz` and the request paths see it.
+#[derive(Default)]
+pub(crate) struct Lifecycle {
+    ready: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Lifecycle {
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.is_draining()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+pub(crate) struct NodeCore {
+    pub config: NodeConfig,
+    pub ledger: Ledger,
+    /// The `node` owner: every other owner of the node is its descendant.
+    pub owner: Owner,
+    pub deps: GroupDeps,
+    pub registry: Registry,
+    pub lifecycle: Lifecycle,
+    pub rpc_metrics: Arc<RpcMetrics>,
+    /// Whether the data dir had no state when this process started: only then may the
+    /// configured groups be bootstrapped, so a restarted node never re-initialises.
+    fresh: bool,
+    factory: MachineFactory,
+    snapshot_dir: PathBuf,
+    /// The program's own gRPC services, served by every incarnation of the shared server. Set
+    /// once, before the server first starts (the services need the node's handle).
+    app_routes: std::sync::OnceLock<Routes>,
+    /// Serialises group start and stop so that two API calls cannot race on one group id.
+    group_ops: tokio::sync::Mutex<()>,
+    /// The shared gRPC server; `None` only while it restarts or after shutdown took it.
+    rpc: tokio::sync::Mutex<Option<RpcServer>>,
+    #[cfg(feature = "leak-injection")]
+    pub injected: crate::leak_injection::Armed,
+}
+
+/// What the core is built from.
+pub(crate) struct CoreParts {
+    pub config: NodeConfig,
+    pub ledger: Ledger,
+    pub owner: Owner,
+    pub deps: GroupDeps,
+    pub rpc_metrics: Arc<RpcMetrics>,
+    pub fresh: bool,
+    pub factory: MachineFactory,
+}
+
+impl NodeCore {
+    pub fn new(p: CoreParts) -> Arc<NodeCore> {
+        let snapshot_dir = p.deps.storage.snapshot_dir().to_path_buf();
+        Arc::new(NodeCore {
+            config: p.config,
+            ledger: p.ledger,
+            owner: p.owner,
+            deps: p.deps,
+            registry: Registry::default(),
+            lifecycle: Lifecycle::default(),
+            rpc_metrics: p.rpc_metrics,
+            fresh: p.fresh,
+            factory: p.factory,
+            snapshot_dir,
+            app_routes: std::sync::OnceLock::new(),
+            group_ops: tokio::sync::Mutex::new(()),
+            rpc: tokio::sync::Mutex::new(None),
+            #[cfg(feature = "leak-injection")]
+            injected: Default::default(),
+        })
+    }
+
+    /// Adds the program's gRPC services to the shared server, before it first starts.
+    pub fn set_app_routes(&self, routes: Routes) {
+        let _ = self.app_routes.set(routes);
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    fn members(&self) -> BTreeMap<NodeId, BasicNode> {
+        self.config
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr)))
+            .collect()
+    }
+
+    fn group(&self, id: GroupId) -> Result<Arc<Group>, RequestError> {
+        self.registry.get(id).ok_or(RequestError::GroupNotFound(id))
+    }
+
+    /// Starts group `id` on this node. Returns `false` when it was already running. The lowest
+    /// configured member bootstraps a group that has no state yet, at the first start of a fresh
+    /// node or when an operator creates the group through the API (`explicit`).
+    #[tracing::instrument(name = "group.start", skip_all, fields(group = id))]
+    pub async fn start_group(&self, id: GroupId, explicit: bool) -> Result<bool, GroupOpError> {
+        let _serial = self.group_ops.lock().await;
+        if self.lifecycle.is_draining() {
+            return Err(GroupOpError::Draining);
+        }
+        if self.registry.get(id).is_some() {
+            return Ok(false);
+        }
+        let may_bootstrap = (self.fresh || explicit)
+            && self.config.is_bootstrapper()
+            && !self.deps.storage.has_group(id);
+        let bootstrap = may_bootstrap.then(|| self.members());
+        let owner = self.owner.child(OwnerKind::Group, id.to_string());
+        let machine = (self.factory)(id);
+        let group = Group::start(&self.deps, id, owner, machine, bootstrap).await?;
+        tracing::info!(group = id, "group started");
+        self.registry.insert(Arc::new(group));
+        Ok(true)
+    }
+
+    /// Stops group `id` on this node; the shared server and the other groups keep serving.
+    #[tracing::instrument(name = "group.stop", skip_all, fields(group = id, purge))]
+    pub async fn stop_group(&self, id: GroupId, purge: bool) -> Result<(), GroupOpError> {
+        let _serial = self.group_ops.lock().await;
+        let group = self.registry.get(id).ok_or(GroupOpError::NotFound(id))?;
+        let plan = plan::group_stop(self.config.shutdown_grace(), self.config.leak_deadline());
+        // The group stays routable while it hands over: the new leader's heartbeats must reach
+        // it, or it never learns that leadership moved and waits out the deadline.
+        crate::node::handover::hand_over_leadership(std::slice::from_ref(&group), plan.handover)
+            .await;
+        self.registry.remove(id);
+        #[cfg(feature = "leak-injection")]
+        self.injected
+            .before_group_stop(&group, self.config.grpc_addr);
+        group.stop(plan.verdict).await;
+        if purge {
+            self.deps
+                .storage
+                .drop_group(id)
+                .await
+                .map_err(|e| GroupOpError::Purge {
+                    group: id,
+                    reason: e.to_string(),
+                })?;
+        }
+        tracing::info!(group = id, purge, "group stopped");
+        Ok(())
+    }
+
+    /// Proposes on this node only: the path of a forwarded proposal, and the first attempt of
+    /// every proposal.
+    async fn propose_here(&self, g: &Group, command: Vec<u8>) -> Result<Proposed, Refusal> {
+        let guard = g.stats.proposal();
+        // From submit through commit to apply: client_write answers once the entry is applied
+        // here. The entry carries this span's context to every node, so that replication and
+        // apply on every member join the proposal's trace.
+        let span = tracing::info_span!(
+            "raft.propose",
+            group = g.id,
+            raft.index = tracing::field::Empty
+        );
+        let written = async {
+            let proposal = Proposal {
+                command,
+                trace: crate::otel::propagation::current_traceparent(),
+            };
+            let written = g.raft.client_write(proposal).await;
+            if let Ok(w) = &written {
+                tracing::debug!(index = w.log_id.index, "proposal applied");
+            }
+            written
+        }
+        .instrument(span.clone())
+        .await;
+        match written {
+            Ok(resp) => {
+                span.record("raft.index", resp.log_id.index);
+                guard.finish(Some(true));
+                Ok(Proposed {
+                    index: resp.log_id.index,
+                    reply: resp.data,
+                })
+            }
+            Err(e) => match e.forward_to_leader() {
+                Some(f) => {
+                    guard.finish(None);
+                    Err(Refusal::NotLeader {
+                        leader: f.leader_id,
+                        addr: f.leader_node.as_ref().map(|n| n.addr.clone()),
+                    })
+                }
+                None => {
+                    guard.finish(Some(false));
+                    // Quorum loss, a fatal stop of the group: transient to a client.
+                    tracing::debug!(group = g.id, error = %e, "proposal refused");
+                    Err(Refusal::Unavailable(e.to_string()))
+                }
+            },
+        }
+    }
+
+    /// Proposes `command` to `group`, through whichever node leads it, retrying until the
+    /// request timeout. Returns the log index it was applied at and the encoded response.
+    pub async fn propose(
+        &self,
+        group: GroupId,
+        command: Vec<u8>,
+    ) -> Result<(u64, Reply), RequestError> {
+        // What is forwarded is the command alone: the leader's own proposal span is the
+        // parent that replication and apply join.
+        let proposal = Proposal {
+            command,
+            trace: None,
+        };
+        let proposal = &proposal;
+        self.with_retry(group, |leader| async move {
+            let g = self.client_group(group)?;
+            let Some((leader, addr)) = leader else {
+                return Ok(self
+                    .propose_here(&g, proposal.command.clone())
+                    .await
+                    .map(|p| (p.index, p.reply)));
+            };
+            let span = tracing::info_span!("raft.forward", group, leader, otel.kind = "client");
+            let sent = self
+                .forward::<rpc::Propose>(group, leader, &addr, proposal, &span)
+                .instrument(span.clone())
+                .await;
+            match sent {
+                Ok(Ok(p)) => Ok(Ok((p.index, p.reply))),
+                Ok(Err(Refusal::Invalid(e))) => Err(RequestError::Rejected(e)),
+                Ok(Err(r)) => Ok(Err(r)),
+                Err(e) => Ok(Err(Refusal::Unavailable(e.to_string()))),
+            }
+        })
+        .await
+    }
+
+    /// Waits until a read of `group` at `mode` is linearizable here, and returns the group.
+    /// On a follower, the leader grants a read index and this node waits until it has
+    /// applied that far: the read is then served here, from this node's state.
+    pub async fn read_barrier(
+        &self,
+        group: GroupId,
+        mode: ReadMode,
+    ) -> Result<Arc<Group>, RequestError> {
+        if mode == ReadMode::Local {
+            return self.client_group(group);
+        }
+        let lease = mode == ReadMode::Lease;
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout();
+        let span = tracing::info_span!("raft.read_barrier", group, ?mode);
+        self.with_retry(group, |leader| async move {
+            let g = self.client_group(group)?;
+            let linearizer = match leader {
+                None => {
+                    let policy = if lease {
+                        ReadPolicy::LeaseRead
+                    } else {
+                        ReadPolicy::ReadIndex
+                    };
+                    match g.raft.get_read_linearizer(policy).await {
+                        Ok(l) => l,
+                        Err(e) => {
+                            return Ok(Err(match e.forward_to_leader() {
+                                Some(f) => Refusal::NotLeader {
+                                    leader: f.leader_id,
+                                    addr: f.leader_node.as_ref().map(|n| n.addr.clone()),
+                                },
+                                None => Refusal::Unavailable(e.to_string()),
+                            }))
+                        }
+                    }
+                }
+                Some((leader, addr)) => {
+                    let req = ReadIndexRequest { lease };
+                    let fwd =
+                        tracing::info_span!("raft.forward", group, leader, otel.kind = "client");
+                    let granted = self
+                        .forward::<rpc::ReadIndex>(group, leader, &addr, &req, &fwd)
+                        .instrument(fwd.clone())
+                        .await;
+                    match granted {
+                        Ok(Ok(grant)) => {
+                            Linearizer::new(grant.leader, grant.read_log_id, grant.applied)
+                        }
+                        Ok(Err(r)) => return Ok(Err(r)),
+                        Err(e) => return Ok(Err(Refusal::Unavailable(e.to_string()))),
+                    }
+                }
+            };
+            let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match linearizer.try_await_ready(&g.raft, Some(wait)).await {
+                Ok(Ok(_)) => Ok(Ok(g)),
+                Ok(Err(_)) => Ok(Err(Refusal::Unavailable(format!(
+                    "group {group}: this node did not catch up with the leader in time"
+                )))),
+                Err(e) => Ok(Err(Refusal::Unavailable(e.to_string()))),
+            }
+        })
+        .instrument(span)
+        .await
+    }
+
+    /// The group for a client's request: refused while the node drains.
+    fn client_group(&self, id: GroupId) -> Result<Arc<Group>, RequestError> {
+        if self.lifecycle.is_draining() {
+            return Err(RequestError::Draining);
+        }
+        self.group(id)
+    }
+
+    /// Runs `attempt` until it completes or the request timeout passes. Each attempt is given
+    /// the leader to forward to (`None`: try here), from the routing policy and the refusal of
+    /// the attempt before; it answers `Ok(Ok(done))`, `Ok(Err(refusal))` to go on, or an error
+    /// that ends the request.
+    async fn with_retry<T, F, Fut>(&self, group: GroupId, mut attempt: F) -> Result<T, RequestError>
+    where
+        F: FnMut(Option<(NodeId, String)>) -> Fut,
+        Fut: std::future::Future<Output = Result<Result<T, Refusal>, RequestError>>,
+    {
+        let started = tokio::time::Instant::now();
+        let timeout = self.config.request_timeout();
+        let mut backoff = route::FIRST_BACKOFF;
+        let mut leader = None;
+        loop {
+            let forwarded = leader.is_some();
+            let refusal = match attempt(leader.take()).await? {
+                Ok(done) => return Ok(done),
+                Err(r) => r,
+            };
+            let hint = match refusal {
+                Refusal::NotLeader { leader, addr } => Some((leader, addr)),
+                Refusal::GroupNotFound | Refusal::Unavailable(_) | Refusal::Invalid(_) => None,
+            };
+            if let Route::Forward { leader: l, addr } = route::route(self.node_id(), hint) {
+                leader = Some((l, addr));
+                // Straight to the leader this node just learned of, with no wait; after a
+                // forward that was refused (leadership moved meanwhile), wait like any retry.
+                if !forwarded {
+                    continue;
+                }
+            }
+            if !route::retry_allowed(started.elapsed(), backoff, timeout) {
+                return Err(RequestError::NoLeader(group));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = route::next_backoff(backoff);
+        }
+    }
+
+    /// Sends `M` for `group` to the leader at `addr` over its shared channel.
+    async fn forward<M: crate::rpc::methods::Rpc>(
+        &self,
+        group: GroupId,
+        leader: NodeId,
+        addr: &str,
+        req: &M::Request,
+        span: &tracing::Span,
+    ) -> Result<M::Response, CallError> {
+        let channel = self.deps.network.peers.channel(leader, addr).map_err(|e| {
+            tracing::warn!(group, error = %e, "cannot forward to leader");
+            CallError::Remote(e.to_string())
+        })?;
+        let mut c = client::client(channel, MAX_MESSAGE_BYTES);
+        client::call::<M>(&mut c, group, req, self.config.request_timeout(), span).await
+    }
+}
+
+impl Router for NodeCore {
+    fn raft(&self, group: GroupId) -> Option<Raft> {
+        self.registry.get(group).map(|g| g.raft.clone())
+    }
+
+    fn snapshot_dir(&self) -> &Path {
+        &self.snapshot_dir
+    }
+
+    fn propose(
+        &self,
+        group: GroupId,
+        proposal: Proposal,
+    ) -> BoxFuture<'_, Result<Proposed, Refusal>> {
+        Box::pin(async move {
+            // A draining leader still takes forwarded proposals: it leads until it hands over.
+            let g = self.registry.get(group).ok_or(Refusal::GroupNotFound)?;
+            g.sm.read(|m| m.check(&proposal.command))
+                .map_err(Refusal::Invalid)?;
+            self.propose_here(&g, proposal.command).await
+        })
+    }
+}
+
+impl NodeCore {
+    /// Starts the shared gRPC server on `listener` under a fresh `rpc_server` owner.
+    pub async fn start_rpc_server(
+        self: &Arc<Self>,
+        listener: tokio::net::TcpListener,
+    ) -> Result<std::net::SocketAddr, GroupOpError> {
+        let owner = self.owner.child(OwnerKind::RpcServer, "main");
+        let services = Services {
+            router: self.clone(),
+            app: self.app_routes.get().cloned(),
+            metrics: self.rpc_metrics.clone(),
+            max_message_bytes: MAX_MESSAGE_BYTES,
+        };
+        let addr = self.config.grpc_addr;
+        let server = RpcServer::start(listener, owner, services)
+            .map_err(|source| GroupOpError::RpcRestart { addr, source })?;
+        let local = server.local_addr();
+        *self.rpc.lock().await = Some(server);
+        Ok(local)
+    }
+
+    /// Stops the shared gRPC server (drain, then the owner's leak verdict). Groups keep running;
+    /// their peers see this node unreachable until it serves again.
+    pub async fn stop_rpc_server(
+        &self,
+        drain: Duration,
+        verdict: Duration,
+    ) -> Option<std::net::SocketAddr> {
+        let server = self.rpc.lock().await.take()?;
+        let addr = server.local_addr();
+        #[cfg(feature = "leak-injection")]
+        self.injected.before_rpc_stop(server.owner());
+        server.stop(drain, verdict).await;
+        Some(addr)
+    }
+
+    /// Stops and restarts the shared gRPC server on the same address: the soak test's
+    /// equivalent of JRaft users recreating their shared RPC server.
+    pub async fn restart_rpc_server(self: &Arc<Self>) -> Result<(), GroupOpError> {
+        if self.lifecycle.is_draining() {
+            return Err(GroupOpError::Draining);
+        }
+        let grace = self.config.shutdown_grace();
+        // The address it listened on, which may be a port the OS chose at start.
+        let addr = self
+            .stop_rpc_server(grace / 4, self.config.leak_deadline())
+            .await
+            .unwrap_or(self.config.grpc_addr);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| GroupOpError::RpcRestart { addr, source })?;
+        self.start_rpc_server(listener).await?;
+        tracing::info!(%addr, "gRPC server restarted");
+        Ok(())
+    }
+}

@@ -1,0 +1,289 @@
+//! openraft's state machine for one group: the embedding program's [`StateMachine`], behind its
+//! codec, plus what raftnode keeps for it (the last applied log id, the membership, and the
+//! snapshot file). Thin by design: decode, apply, encode, answer.
+//!
+//! State lives in the program's state machine behind a lock that readers share; durability
+//! comes from the WAL (every applied entry stays in the log until a snapshot covers it) and from
+//! the snapshot file, which is fsynced before openraft may purge the log behind it.
+//!
+//! [`StateMachine`]: crate::StateMachine
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use futures::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, RaftSnapshotBuilder};
+
+use crate::raft::types::{
+    GroupId, LogId, Reply, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
+};
+use crate::state_machine::ErasedStateMachine;
+use crate::storage::snapshot_file::SnapshotFile;
+
+/// The applied state of one group.
+struct Applied {
+    machine: Box<dyn ErasedStateMachine>,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+struct Shared {
+    group: GroupId,
+    snapshot_dir: PathBuf,
+    state: RwLock<Applied>,
+    /// Whether a snapshot file exists, so that asking for the current snapshot of a group that
+    /// never took one costs no file I/O (and no blocking-pool thread).
+    has_snapshot: AtomicBool,
+}
+
+/// A group's state machine as openraft sees it. Clones share the state.
+#[derive(Clone)]
+pub struct SmAdapter {
+    shared: Arc<Shared>,
+}
+
+fn meta_bytes(meta: &SnapshotMeta) -> io::Result<Vec<u8>> {
+    rmp_serde::to_vec(meta).map_err(io::Error::other)
+}
+
+fn decode_meta(file: &SnapshotFile) -> io::Result<SnapshotMeta> {
+    rmp_serde::from_slice(&file.meta()?).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{}: undecodable snapshot metadata: {e}",
+                file.path().display()
+            ),
+        )
+    })
+}
+
+/// Runs blocking file work on the blocking pool, as a task of the current owner.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    crate::ledger::spawn_blocking_current(f)
+        .await
+        .map_err(io::Error::other)?
+}
+
+impl SmAdapter {
+    /// Wraps `machine` for group `group`, restoring it from the group's snapshot file when
+    /// there is one. Blocking: call it on a blocking thread.
+    pub(crate) fn open(
+        group: GroupId,
+        snapshot_dir: &Path,
+        mut machine: Box<dyn ErasedStateMachine>,
+    ) -> io::Result<SmAdapter> {
+        let mut last_applied = None;
+        let mut membership = StoredMembership::default();
+        let file = SnapshotFile::open(snapshot_dir, group)?;
+        if let Some(file) = &file {
+            file.verify()?;
+            let meta = decode_meta(file)?;
+            file.read_payload(|r| machine.restore(r))?;
+            last_applied = meta.last_log_id;
+            membership = meta.last_membership;
+        }
+        Ok(SmAdapter {
+            shared: Arc::new(Shared {
+                group,
+                snapshot_dir: snapshot_dir.to_path_buf(),
+                state: RwLock::new(Applied {
+                    machine,
+                    last_applied,
+                    membership,
+                }),
+                has_snapshot: AtomicBool::new(file.is_some()),
+            }),
+        })
+    }
+
+    /// Runs `f` on the state machine, sharing it with other readers.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&dyn ErasedStateMachine) -> T) -> T {
+        f(self.state().machine.as_ref())
+    }
+
+    fn state(&self) -> RwLockReadGuard<'_, Applied> {
+        // Poisoning means a panic inside the program's state machine; its state is whatever
+        // the panic left, as with any other bug in it. Reads go on rather than panic in turn.
+        self.shared.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn state_mut(&self) -> RwLockWriteGuard<'_, Applied> {
+        self.shared.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies one run of normal entries and answers their responders.
+    fn apply_run(
+        &self,
+        run: &mut Vec<(
+            LogId,
+            Vec<u8>,
+            Option<openraft::storage::ApplyResponder<TypeConfig>>,
+        )>,
+    ) -> io::Result<()> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        let replies = {
+            let mut st = self.state_mut();
+            let batch = run
+                .iter()
+                .map(|(id, c, _)| (id.index, c.as_slice()))
+                .collect();
+            let replies = st.machine.apply(batch).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("group {}: the state machine failed: {e}", self.shared.group),
+                )
+            })?;
+            if let Some((id, _, _)) = run.last() {
+                st.last_applied = Some(*id);
+            }
+            replies
+        };
+        for ((_, _, responder), reply) in run.drain(..).zip(replies) {
+            if let Some(r) = responder {
+                r.send(Reply(reply));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A span for applying `traces` (the sampled proposals of a batch): a child of the first
+/// one's proposal, linked to the others. Untraced batches get none.
+fn apply_span(group: GroupId, first_index: u64, traces: &[String]) -> tracing::Span {
+    let Some(first) = traces.first() else {
+        return tracing::Span::none();
+    };
+    let span = tracing::info_span!("raft.apply", group, raft.index = first_index);
+    crate::otel::propagation::adopt_traceparent(&span, first);
+    for tp in traces.iter().skip(1).take(31) {
+        crate::otel::propagation::link_traceparent(&span, tp);
+    }
+    span
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SmAdapter {
+    type SnapshotData = SnapshotFile;
+
+    #[tracing::instrument(name = "raft.build_snapshot", skip(self), fields(group = self.shared.group))]
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        // The view is taken with writes paused; writing it out happens with them going on.
+        let (meta, job) = {
+            let st = self.state();
+            let meta = SnapshotMeta {
+                last_log_id: st.last_applied,
+                last_membership: st.membership.clone(),
+            };
+            (meta, st.machine.snapshot())
+        };
+        let bytes = meta_bytes(&meta)?;
+        let (dir, group) = (self.shared.snapshot_dir.clone(), self.shared.group);
+        let file = blocking(move || Ok(SnapshotFile::write(&dir, group, &bytes, job)?)).await?;
+        self.shared.has_snapshot.store(true, Ordering::Release);
+        Ok(Snapshot {
+            meta,
+            snapshot: file,
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for SmAdapter {
+    type SnapshotData = SnapshotFile;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let st = self.state();
+        Ok((st.last_applied, st.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
+    {
+        // Consecutive normal entries go to the state machine as one batch; blank and membership
+        // entries end a batch, so that the applied index always follows the log order.
+        let mut run = Vec::new();
+        let mut traces = Vec::new();
+        let mut first_index = 0;
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            match entry.payload {
+                EntryPayload::Normal(p) => {
+                    if run.is_empty() {
+                        first_index = entry.log_id.index;
+                    }
+                    traces.extend(p.trace);
+                    run.push((entry.log_id, p.command, responder));
+                }
+                other => {
+                    self.apply_run(&mut run)?;
+                    let mut st = self.state_mut();
+                    st.last_applied = Some(entry.log_id);
+                    if let EntryPayload::Membership(m) = other {
+                        st.membership = StoredMembership::new(Some(entry.log_id), m);
+                    }
+                    drop(st);
+                    if let Some(r) = responder {
+                        r.send(Reply::default());
+                    }
+                }
+            }
+        }
+        // Applying a traced write is part of its trace, on the leader and on followers.
+        let span = apply_span(self.shared.group, first_index, &traces);
+        let _entered = span.enter();
+        self.apply_run(&mut run)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        mut snapshot: SnapshotFile,
+    ) -> Result<(), io::Error> {
+        let this = self.clone();
+        let meta = meta.clone();
+        let shared = self.shared.clone();
+        blocking(move || {
+            snapshot.verify()?;
+            // Current first: if the restore below fails or the process dies, the next start
+            // restores from this file, which is where the log now begins.
+            snapshot.commit(&shared.snapshot_dir, shared.group)?;
+            shared.has_snapshot.store(true, Ordering::Release);
+            let mut st = this.state_mut();
+            snapshot.read_payload(|r| st.machine.restore(r))?;
+            st.last_applied = meta.last_log_id;
+            st.membership = meta.last_membership;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        if !self.shared.has_snapshot.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let (dir, group) = (self.shared.snapshot_dir.clone(), self.shared.group);
+        blocking(move || {
+            let Some(file) = SnapshotFile::open(&dir, group)? else {
+                return Ok(None);
+            };
+            let meta = decode_meta(&file)?;
+            Ok(Some(Snapshot {
+                meta,
+                snapshot: file,
+            }))
+        })
+        .await
+    }
+}

@@ -1,0 +1,64 @@
+//! The sending side of every node-to-node RPC: encode, call over a peer's shared channel,
+//! decode. Used by openraft's network adapter and by the forwarding of proposals and reads.
+
+use std::time::Duration;
+
+use tonic::transport::Channel;
+
+use crate::raft::types::GroupId;
+use crate::rpc::codec;
+use crate::rpc::methods::Rpc;
+use crate::rpc::pb::raft_service_client::RaftServiceClient;
+use crate::rpc::pb::RaftRequest;
+
+/// Why a call produced no response.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The call did not complete: the peer is unreachable, refused it, or answered a status.
+    #[error("{}: {}", .0.code(), .0.message())]
+    Status(tonic::Status),
+    /// No answer within the call's timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The peer's method ran and failed; the text is its error.
+    #[error("{0}")]
+    Remote(String),
+}
+
+/// A client of the Raft service on one peer's shared channel, with the message size bounds.
+pub fn client(channel: Channel, max_message_bytes: usize) -> RaftServiceClient<Channel> {
+    RaftServiceClient::new(channel)
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes)
+}
+
+/// Calls `M` for `group`, bounded by `timeout`. When `span` is recorded, its context travels
+/// in the request's metadata, so that the peer's work joins the caller's trace.
+pub async fn call<M: Rpc>(
+    client: &mut RaftServiceClient<Channel>,
+    group: GroupId,
+    req: &M::Request,
+    timeout: Duration,
+    span: &tracing::Span,
+) -> Result<M::Response, CallError> {
+    let payload = codec::encode(req).map_err(CallError::Status)?;
+    let mut request = tonic::Request::new(RaftRequest {
+        group_id: group,
+        payload,
+        method: M::METHOD.code(),
+    });
+    if !span.is_none() {
+        crate::otel::propagation::inject_metadata(span, request.metadata_mut());
+    }
+    request.set_timeout(timeout);
+    let reply = match tokio::time::timeout(timeout, client.call(request)).await {
+        Err(_) => return Err(CallError::Timeout(timeout)),
+        Ok(Err(status)) => return Err(CallError::Status(status)),
+        Ok(Ok(r)) => r.into_inner(),
+    };
+    // The remote side answers Result<Response, String>; a reply that does not decode is the
+    // peer's fault, reported like any other failed call.
+    let result: Result<M::Response, String> =
+        codec::decode(&reply.payload).map_err(CallError::Status)?;
+    result.map_err(CallError::Remote)
+}

@@ -1,0 +1,285 @@
+//! Every node-to-node RPC, declared once: its wire code, its name (the `method` metric label),
+//! its server span, its request and response types, and how the shared server serves it.
+//! Adding an RPC is one entry here, plus the call where it is sent.
+//!
+//! All of them travel as one gRPC method (`RaftService/Call`) whose request names the method
+//! and the group outside the payload, so that routing never decodes a payload, and so that
+//! messages of many groups can later share one frame.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tonic::Status;
+
+use crate::raft::types::{
+    GroupId, LogId, NodeId, Proposal, Raft, Reply, Snapshot, SnapshotMeta, TypeConfig, Vote,
+};
+use crate::rpc::codec;
+use crate::rpc::router::Router;
+use crate::storage::snapshot_file::SnapshotFile;
+
+/// One RPC's types, for the typed client call.
+pub trait Rpc {
+    /// The method, as it travels.
+    const METHOD: Method;
+    /// What the caller sends.
+    type Request: Serialize + DeserializeOwned + Send;
+    /// What the callee answers.
+    type Response: Serialize + DeserializeOwned + Send;
+}
+
+/// Which RPCs get a server span. Heartbeats and votes never do, so that an idle cluster sends
+/// the collector nothing; appends and proposals do when the caller sent a trace context, which
+/// it does only for sampled writes; snapshots always do, being rare and slow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Traced {
+    /// Never traced.
+    Never,
+    /// Traced when the request carries a `traceparent`.
+    WithParent,
+    /// Always traced.
+    Always,
+}
+
+/// A snapshot as it travels: the leader's vote, the snapshot's metadata and its file's bytes.
+pub type SnapshotTransfer = (Vote, SnapshotMeta, serde_bytes::ByteBuf);
+
+/// Why a group's leader (or what a follower took for it) did not take a forwarded request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    /// This node does not lead the group; `leader` is whom it knows to.
+    #[error("this node does not lead the group (leader: {leader:?})")]
+    NotLeader {
+        /// The leader this node knows of, if any.
+        leader: Option<NodeId>,
+        /// That leader's gRPC address.
+        addr: Option<String>,
+    },
+    /// The group does not run on this node.
+    #[error("the group is not running on this node")]
+    GroupNotFound,
+    /// The command does not decode as the group's state machine's command: the sender is
+    /// another version or another program.
+    #[error("the command is not one of this state machine's: {0}")]
+    Invalid(String),
+    /// The group cannot serve for now (no quorum, a lease not yet held, shutting down).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A forwarded proposal's outcome on the leader: where it was applied, and its response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposed {
+    /// The log index at which it was applied.
+    pub index: u64,
+    /// The state machine's encoded response.
+    pub reply: Reply,
+}
+
+/// A follower asking the leader up to where it must apply before a linearizable read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadIndexRequest {
+    /// Confirm leadership by lease (no round trip) rather than by a quorum heartbeat.
+    pub lease: bool,
+}
+
+/// The leader's answer: the read log id the reader's state machine must reach.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadIndexGrant {
+    /// The leader that granted it.
+    pub leader: NodeId,
+    /// The inclusive log boundary to apply through.
+    pub read_log_id: openraft::raft::linearizable_read::ReadLogId<TypeConfig>,
+    /// What the leader had applied when it granted it.
+    pub applied: Option<LogId>,
+}
+
+/// What a served request has at hand: the node's groups, and the group it names.
+pub struct Ctx {
+    router: Arc<dyn Router>,
+    group: GroupId,
+}
+
+impl Ctx {
+    pub(crate) fn new(router: Arc<dyn Router>, group: GroupId) -> Ctx {
+        Ctx { router, group }
+    }
+
+    fn raft(&self) -> Result<Raft, Status> {
+        self.router.raft(self.group).ok_or_else(|| {
+            Status::not_found(format!("group {} is not running on this node", self.group))
+        })
+    }
+
+    fn snapshot_dir(&self) -> &Path {
+        self.router.snapshot_dir()
+    }
+}
+
+fn text<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+macro_rules! raft_methods {
+    ($(
+        $(#[doc = $doc:literal])*
+        $variant:ident = $code:literal, $name:literal, span $span:literal, $traced:ident,
+        $req:ty => $resp:ty,
+        |$ctx:ident, $r:ident| $serve:expr;
+    )*) => {
+        /// Every node-to-node RPC.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Method {
+            $( $(#[doc = $doc])* $variant, )*
+        }
+
+        impl Method {
+            /// Every method, in code order.
+            pub const ALL: &'static [Method] = &[$(Method::$variant),*];
+
+            /// The method's code on the wire.
+            pub fn code(self) -> u32 {
+                match self { $(Method::$variant => $code,)* }
+            }
+
+            /// The method with wire code `code`, if any.
+            pub fn from_code(code: u32) -> Option<Method> {
+                match code { $($code => Some(Method::$variant),)* _ => None }
+            }
+
+            /// The method's name: the `method` label of `raftnode_rpc_requests_total`.
+            pub fn name(self) -> &'static str {
+                match self { $(Method::$variant => $name,)* }
+            }
+
+            /// The name of the span a traced call of this method gets on the server.
+            pub fn span_name(self) -> &'static str {
+                match self { $(Method::$variant => $span,)* }
+            }
+
+            /// Whether the server traces it.
+            pub fn traced(self) -> Traced {
+                match self { $(Method::$variant => Traced::$traced,)* }
+            }
+        }
+
+        /// One marker type per method, carrying its request and response types.
+        pub mod rpc {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                $(#[doc = $doc])*
+                pub struct $variant;
+                impl super::Rpc for $variant {
+                    const METHOD: super::Method = super::Method::$variant;
+                    type Request = $req;
+                    type Response = $resp;
+                }
+            )*
+        }
+
+        /// Serves one call: decodes its request, runs it, encodes `Result<Response, String>`.
+        pub(crate) async fn serve(method: Method, ctx: Ctx, payload: &[u8]) -> Result<Vec<u8>, Status> {
+            match method {
+                $(Method::$variant => {
+                    let $ctx = ctx;
+                    let $r: $req = codec::decode(payload)?;
+                    let served: Result<Result<$resp, String>, Status> = $serve.await;
+                    let out = served?;
+                    codec::encode(&out)
+                })*
+            }
+        }
+    };
+}
+
+raft_methods! {
+    /// A vote request of an election.
+    Vote = 1, "vote", span "raft.vote", Never,
+        VoteRequest<TypeConfig> => VoteResponse<TypeConfig>,
+        |ctx, r| async move { Ok(ctx.raft()?.vote(r).await.map_err(text)) };
+    /// A pre-vote request: would the peer vote, without disturbing the term.
+    PreVote = 2, "pre_vote", span "raft.pre_vote", Never,
+        VoteRequest<TypeConfig> => VoteResponse<TypeConfig>,
+        |ctx, r| async move { Ok(ctx.raft()?.pre_vote(r).await.map_err(text)) };
+    /// Log entries (or a heartbeat) from the leader.
+    AppendEntries = 3, "append_entries", span "raft.append_entries", WithParent,
+        AppendEntriesRequest<TypeConfig> => AppendEntriesResponse<TypeConfig>,
+        |ctx, r| async move { Ok(ctx.raft()?.append_entries(r).await.map_err(text)) };
+    /// A whole snapshot from the leader, to a follower whose log it has purged.
+    InstallSnapshot = 4, "install_snapshot", span "raft.install_snapshot", Always,
+        SnapshotTransfer => SnapshotResponse<TypeConfig>,
+        |ctx, r| async move {
+            let raft = ctx.raft()?;
+            let (vote, meta, bytes) = r;
+            let dir = ctx.snapshot_dir().to_path_buf();
+            let group = ctx.group;
+            let file = crate::ledger::spawn_blocking_current(move || {
+                SnapshotFile::receive(&dir, group, &bytes)
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(e.to_string()))?;
+            let snapshot = Snapshot { meta, snapshot: file };
+            Ok(raft.install_full_snapshot(vote, snapshot).await.map_err(text))
+        };
+    /// The leader handing its leadership to this node.
+    TransferLeader = 5, "transfer_leader", span "raft.transfer_leader", Never,
+        TransferLeaderRequest<TypeConfig> => TransferLeaderResponse<TypeConfig>,
+        |ctx, r| async move { Ok(ctx.raft()?.handle_transfer_leader(r).await.map_err(text)) };
+    /// A proposal that a follower hands to the leader. Never forwarded again.
+    Propose = 6, "propose", span "raft.forwarded_propose", WithParent,
+        Proposal => Result<Proposed, Refusal>,
+        |ctx, r| async move { Ok(Ok(ctx.router.propose(ctx.group, r).await)) };
+    /// A follower asking the leader for a read index, to serve a linearizable read itself.
+    ReadIndex = 7, "read_index", span "raft.read_index", WithParent,
+        ReadIndexRequest => Result<ReadIndexGrant, Refusal>,
+        |ctx, r| async move { Ok(Ok(read_index(&ctx.raft()?, r).await)) };
+}
+
+/// Grants a read index if this node leads the group.
+async fn read_index(raft: &Raft, req: ReadIndexRequest) -> Result<ReadIndexGrant, Refusal> {
+    let policy = if req.lease {
+        openraft::raft::ReadPolicy::LeaseRead
+    } else {
+        openraft::raft::ReadPolicy::ReadIndex
+    };
+    match raft.get_read_linearizer(policy).await {
+        Ok(l) => Ok(ReadIndexGrant {
+            leader: *raft.node_id(),
+            read_log_id: *l.read_log_id(),
+            applied: l.applied().copied(),
+        }),
+        Err(e) => Err(match e.forward_to_leader() {
+            Some(f) => Refusal::NotLeader {
+                leader: f.leader_id,
+                addr: f.leader_node.as_ref().map(|n| n.addr.clone()),
+            },
+            None => Refusal::Unavailable(e.to_string()),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_names_are_unique_and_round_trip() {
+        let mut codes = std::collections::BTreeSet::new();
+        let mut names = std::collections::BTreeSet::new();
+        for m in Method::ALL {
+            assert_eq!(Method::from_code(m.code()), Some(*m));
+            assert!(codes.insert(m.code()), "{m:?}");
+            assert!(names.insert(m.name()), "{m:?}");
+        }
+        assert_eq!(Method::from_code(0), None);
+        assert_eq!(Method::from_code(999), None);
+    }
+}
