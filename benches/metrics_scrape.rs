@@ -3,8 +3,11 @@
 //!
 //! `cargo bench --bench metrics_scrape`; `BENCH_GROUPS` changes the group count.
 
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant};
+
+use raftnode::harness::process::{self, ServeArgs};
 
 struct Proc(Child);
 
@@ -16,29 +19,31 @@ impl Drop for Proc {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+    process::free_port().expect("no free loopback port")
 }
 
 fn run(groups: u64, labels: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let (grpc, http) = (free_port(), free_port());
-    let ids: Vec<String> = (1..=groups).map(|g| g.to_string()).collect();
+    let serve = ServeArgs {
+        id: 1,
+        grpc_port: grpc,
+        http_port: http,
+        data_dir: dir.path().join("data"),
+        peers: ServeArgs::peers_of(&[grpc]),
+        groups: (1..=groups).collect(),
+        extra: vec!["--metrics-group-labels".into(), labels.to_string()],
+    };
     let started = Instant::now();
     let _node = Proc(
-        Command::new(env!("CARGO_BIN_EXE_raftnode"))
-            .args(["serve", "--grpc-addr", &format!("127.0.0.1:{grpc}")])
-            .args(["--http-addr", &format!("127.0.0.1:{http}")])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--groups", &ids.join(",")])
-            .args(["--metrics-group-labels", &labels.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start raftnode"),
+        process::spawn(
+            Path::new(env!("CARGO_BIN_EXE_raftnode")),
+            &serve.to_args(),
+            &[],
+            dir.path(),
+            Some("warn"),
+        )
+        .expect("cannot start raftnode"),
     );
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
+/// Which node a client command talks to.
 #[derive(Debug, Args)]
 pub struct Target {
     /// HTTP address of the node to talk to.
@@ -16,33 +17,50 @@ pub struct Target {
     pub http_addr: String,
 }
 
+/// `raftnode kv ...`.
 #[derive(Debug, Subcommand)]
 pub enum KvCommand {
     /// Write a value (followers forward to the leader).
     Put {
+        /// The group's id.
         group: u64,
+        /// The key.
         key: String,
+        /// The value.
         value: String,
     },
     /// Read a value.
     Get {
+        /// The group's id.
         group: u64,
+        /// The key.
         key: String,
         /// linearizable (default), lease, or local.
         #[arg(long, default_value = "linearizable")]
         read: String,
     },
     /// Delete a key.
-    Delete { group: u64, key: String },
+    Delete {
+        /// The group's id.
+        group: u64,
+        /// The key.
+        key: String,
+    },
 }
 
+/// `raftnode group ...`.
 #[derive(Debug, Subcommand)]
 pub enum GroupCommand {
     /// Start a group on the node (run it on every member).
-    Add { id: u64 },
+    Add {
+        /// The group's id.
+        id: u64,
+    },
     /// Stop a group on the node; its data stays unless --purge.
     Remove {
+        /// The group's id.
         id: u64,
+        /// Also remove the group's log and snapshot from this node.
         #[arg(long)]
         purge: bool,
     },
@@ -50,24 +68,38 @@ pub enum GroupCommand {
 
 /// What a client command asks of the node.
 pub enum Call {
+    /// A KV read or write.
     Kv(KvCommand),
+    /// `/v1/status`.
     Status,
+    /// A group start or stop.
     Group(GroupCommand),
     /// `/healthz`, or `/readyz` when `ready`.
     Health {
+        /// Readiness rather than liveness.
         ready: bool,
     },
 }
 
+/// Why a client command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The node did not answer.
     #[error("cannot reach {addr}: {source}")]
     Connect {
+        /// The node's address.
         addr: String,
+        /// What the HTTP client said.
         source: reqwest::Error,
     },
+    /// The node answered with an error.
     #[error("{status}: {body}")]
-    Refused { status: u16, body: String },
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The error body.
+        body: String,
+    },
 }
 
 fn key_path(key: &str) -> String {

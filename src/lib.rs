@@ -19,7 +19,9 @@
 pub mod client;
 #[cfg(feature = "cli")]
 pub mod config;
-pub mod group;
+pub(crate) mod group;
+#[cfg(feature = "cli")]
+pub mod harness;
 pub mod http;
 pub mod kv;
 #[cfg(feature = "leak-injection")]
@@ -28,15 +30,15 @@ pub mod ledger;
 pub mod metrics;
 pub mod node;
 pub mod otel;
-pub mod raft;
-pub mod rpc;
+pub(crate) mod raft;
+pub(crate) mod rpc;
 #[cfg(feature = "cli")]
 pub mod soak;
 pub mod state_machine;
-pub mod storage;
+pub(crate) mod storage;
 #[cfg(feature = "cli")]
 pub mod telemetry;
-pub mod threads;
+pub(crate) mod threads;
 
 pub use ledger::Ledger;
 pub use node::{

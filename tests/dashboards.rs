@@ -57,14 +57,6 @@ fn expressions(d: &Value) -> Vec<String> {
     out
 }
 
-/// Whether a scrape has a sample of exactly this metric name.
-fn exposes(scrape: &str, name: &str) -> bool {
-    scrape.lines().any(|l| {
-        l.strip_prefix(name)
-            .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-    })
-}
-
 #[test]
 fn dashboards_parse_and_name_only_live_metrics() {
     let mut dashboards = Vec::new();
@@ -126,12 +118,12 @@ fn dashboards_parse_and_name_only_live_metrics() {
         cluster.node(follower).put_ok(1, &format!("d{i}"), "v");
     }
     let node = cluster.node(leader);
-    let mut scraped = String::new();
+    let mut scraped = Scrape::default();
     let all_present = wait_until(std::time::Duration::from_secs(20), || {
-        scraped = node.get_path("/metrics").text();
-        used.iter().all(|m| exposes(&scraped, m))
+        scraped = node.scrape();
+        used.iter().all(|m| scraped.has(m, &[]))
     });
-    let missing: Vec<&String> = used.iter().filter(|m| !exposes(&scraped, m)).collect();
+    let missing: Vec<&String> = used.iter().filter(|m| !scraped.has(m, &[])).collect();
     assert!(
         all_present,
         "metrics used by dashboards but absent from a live scrape: {missing:?}"

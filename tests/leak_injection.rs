@@ -8,12 +8,12 @@ use serde_json::json;
 use std::time::Duration;
 
 fn counter(node: &Node, name: &str, kind: &str) -> u64 {
-    let text = node.get_path("/metrics").text();
-    let prefix = format!("{name}{{owner_kind=\"{kind}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} for {kind} not in the scrape"))
+    let scrape = node.scrape();
+    assert!(
+        scrape.has(name, &[("owner_kind", kind)]),
+        "{name} for {kind} not in the scrape"
+    );
+    scrape.sum(name, &[("owner_kind", kind)]) as u64
 }
 
 fn single_node() -> (tempfile::TempDir, Node) {

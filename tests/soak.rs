@@ -8,11 +8,9 @@ use serde_json::json;
 use std::process::Command;
 
 fn metric(node: &Node, name: &str) -> f64 {
-    let text = node.get_path("/metrics").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in the scrape"))
+    let scrape = node.scrape();
+    assert!(scrape.has(name, &[]), "{name} not in the scrape");
+    scrape.sum(name, &[])
 }
 
 fn single_node() -> (tempfile::TempDir, Node) {

@@ -29,19 +29,6 @@ fn put_traced(node: &Node, group: u64, key: &str, tp: &str) -> u16 {
 }
 
 /// Sum of the samples of `name` whose label set contains `labels` (e.g. `reason="queue_full"`).
-fn metric_sum(scrape: &str, name: &str, labels: &str) -> f64 {
-    scrape
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter(|l| l.contains(labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn by_name<'a>(spans: &'a [CollectedSpan], name: &str) -> Vec<&'a CollectedSpan> {
     spans.iter().filter(|s| s.name == name).collect()
 }
@@ -171,9 +158,9 @@ fn a_put_to_a_follower_is_one_trace_across_nodes() {
     // The exporter is an owner like any other, and idle replication sends nothing.
     // (The collector may record a batch a moment before the node counts it as exported.)
     let counted = wait_until(Duration::from_secs(10), || {
-        let scrape = cluster.node(leader).get_path("/metrics").text();
-        metric_sum(&scrape, "raftnode_owner_tasks", "owner_kind=\"telemetry\"") >= 1.0
-            && metric_sum(&scrape, "raftnode_trace_spans_exported_total", "") >= 1.0
+        let scrape = cluster.node(leader).scrape();
+        scrape.sum("raftnode_owner_tasks", &[("owner_kind", "telemetry")]) >= 1.0
+            && scrape.sum("raftnode_trace_spans_exported_total", &[]) >= 1.0
     });
     assert!(
         counted,
@@ -362,8 +349,7 @@ fn a_collector_that_is_down_or_silent_costs_spans_not_writes() {
             slowest < Duration::from_secs(2),
             "{what}: a put waited {slowest:?} on the exporter"
         );
-        let scrape = node.get_path("/metrics").text();
-        let dropped = metric_sum(&scrape, "raftnode_trace_spans_dropped_total", "");
+        let dropped = node.scrape().sum("raftnode_trace_spans_dropped_total", &[]);
         println!("collector {what}: {dropped} spans dropped and counted");
         assert!(dropped > 0.0, "{what}: dropped spans are counted");
 

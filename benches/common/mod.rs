@@ -1,11 +1,16 @@
-//! What the cluster benchmarks share: a 3-node cluster of the optimised binary on loopback,
-//! a closed-loop put load, percentiles and a /metrics reader.
+//! What the cluster benchmarks share: a 3-node cluster of the optimised binary on loopback
+//! (started through the library's harness, as the tests and the soak start theirs), a
+//! closed-loop put load, percentiles and a /metrics reader.
 #![allow(dead_code)] // each bench uses a different subset
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
+use raftnode::harness::process::{self, ServeArgs};
+use raftnode::harness::prom::Scrape;
+
+/// One node process; killed when dropped.
 pub struct Node {
     pub child: Child,
     pub http: String,
@@ -19,40 +24,53 @@ impl Drop for Node {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+    process::free_port().expect("no free loopback port")
+}
+
+/// The binary this bench was built with.
+pub fn this_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_raftnode"))
 }
 
 /// Starts nodes 1..=3 of a cluster hosting `groups`, each with `env` added to its environment.
-pub fn start_cluster(dir: &std::path::Path, groups: &str, env: &[(String, String)]) -> Vec<Node> {
+pub fn start_cluster(dir: &Path, groups: &str, env: &[(String, String)]) -> Vec<Node> {
+    start_cluster_of(&this_binary(), dir, groups, env)
+}
+
+/// Like [`start_cluster`], with another build of the binary (to compare two side by side).
+pub fn start_cluster_of(
+    binary: &Path,
+    dir: &Path,
+    groups: &str,
+    env: &[(String, String)],
+) -> Vec<Node> {
     let grpc: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let peers: Vec<String> = grpc
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+    let peers = ServeArgs::peers_of(&grpc);
+    let groups: Vec<u64> = groups
+        .split(',')
+        .map(|g| g.trim().parse().expect("group id"))
         .collect();
-    let peers = peers.join(",");
     (0..3)
         .map(|i| {
-            let http = format!("127.0.0.1:{}", free_port());
-            let log =
-                std::fs::File::create(dir.join(format!("node{}.log", i + 1))).expect("log file");
-            let child = Command::new(env!("CARGO_BIN_EXE_raftnode"))
-                .args(["serve", "--node-id", &(i + 1).to_string()])
-                .args(["--grpc-addr", &format!("127.0.0.1:{}", grpc[i])])
-                .args(["--http-addr", &http])
-                .arg("--data-dir")
-                .arg(dir.join(format!("n{}", i + 1)))
-                .args(["--peers", &peers, "--groups", groups])
-                .args(["--election-timeout-ms", "500", "--heartbeat-ms", "100"])
-                .envs(env.iter().map(|(k, v)| (k, v)))
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
+            let id = i as u64 + 1;
+            let serve = ServeArgs {
+                id,
+                grpc_port: grpc[i],
+                http_port: free_port(),
+                data_dir: dir.join(format!("n{id}")),
+                peers: peers.clone(),
+                groups: groups.clone(),
+                extra: ["--election-timeout-ms", "500", "--heartbeat-ms", "100"]
+                    .map(String::from)
+                    .to_vec(),
+            };
+            let log_dir = dir.join(format!("node{id}"));
+            let child = process::spawn(binary, &serve.to_args(), env, &log_dir, None)
                 .expect("cannot start raftnode");
-            Node { child, http }
+            Node {
+                child,
+                http: serve.http_addr(),
+            }
         })
         .collect()
 }
@@ -83,6 +101,12 @@ pub struct Run {
     pub ok: u64,
     pub latencies: Vec<Duration>,
     pub elapsed: Duration,
+}
+
+impl Run {
+    pub fn per_sec(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
 }
 
 /// `clients` loops writing to the given (address, group) targets round-robin until `secs` pass.
@@ -153,11 +177,5 @@ pub async fn metric(client: &reqwest::Client, node: &Node, name: &str) -> f64 {
         .text()
         .await
         .expect("scrape body");
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    Scrape::parse(&text).sum(name, &[])
 }

@@ -20,7 +20,7 @@ use crate::raft::state_machine::SmAdapter;
 use crate::raft::types::{GroupId, NodeId, Raft};
 use crate::state_machine::ErasedStateMachine;
 use crate::storage::Storage;
-pub use stats::{GroupStats, ProposalGuard};
+pub use stats::GroupStats;
 
 /// Why a group did not start.
 #[derive(Debug, thiserror::Error)]

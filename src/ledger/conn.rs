@@ -19,6 +19,7 @@ use tonic::transport::Uri;
 
 use super::{Direction, ItemGuard, Owner};
 
+/// A socket (or any stream) that counts as one connection of its owner while it lives.
 pub struct Counted<S> {
     inner: S,
     _guard: ItemGuard,
@@ -28,6 +29,7 @@ pub struct Counted<S> {
 }
 
 impl<S> Counted<S> {
+    /// `inner`, counted by `guard` for as long as it lives.
     pub fn new(inner: S, guard: ItemGuard) -> Self {
         Counted {
             inner,
@@ -166,6 +168,7 @@ pub struct OwnerExecutor {
 }
 
 impl OwnerExecutor {
+    /// Runs what a client library spawns as `owner`'s tasks named `name`.
     pub fn new(owner: Owner, name: &'static str) -> Self {
         OwnerExecutor { owner, name }
     }

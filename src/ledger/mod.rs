@@ -25,16 +25,22 @@ pub use verdict::{verdict, Leak, Residual};
 /// The kinds of owner, as they appear in the `owner_kind` metric label (a contract).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum OwnerKind {
+    /// The node itself, and its HTTP server (`node/http`).
     Node,
+    /// The shared gRPC server and its accepted connections.
     RpcServer,
+    /// One peer's shared channel: its connection and its worker tasks.
     Peer,
+    /// The storage engine's writer thread.
     Storage,
+    /// One Raft group: openraft's tasks and the group's RPC streams.
     Group,
     /// The trace exporter: its batching task, its client's tasks and its collector connection.
     Telemetry,
 }
 
 impl OwnerKind {
+    /// Every kind, as the metrics pre-initialise them.
     pub const ALL: [OwnerKind; 6] = [
         OwnerKind::Node,
         OwnerKind::RpcServer,
@@ -44,6 +50,7 @@ impl OwnerKind {
         OwnerKind::Telemetry,
     ];
 
+    /// The kind as in the `owner_kind` label.
     pub fn as_str(self) -> &'static str {
         match self {
             OwnerKind::Node => "node",
@@ -88,9 +95,13 @@ impl Direction {
 /// Live counts of one owner, read at any moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
+    /// Live tokio tasks.
     pub tasks: i64,
+    /// Live OS threads.
     pub threads: i64,
+    /// Open accepted connections (or streams).
     pub inbound: i64,
+    /// Open dialled connections (or streams).
     pub outbound: i64,
 }
 
@@ -107,10 +118,15 @@ struct KindTotals {
 /// Totals for one owner kind, as exported to metrics.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KindSnapshot {
+    /// Owners of the kind started.
     pub starts: u64,
+    /// Owners of the kind stopped (judged).
     pub stops: u64,
+    /// Tasks their verdicts found.
     pub leaked_tasks: u64,
+    /// Threads their verdicts found.
     pub leaked_threads: u64,
+    /// Connections their verdicts found.
     pub leaked_connections: u64,
 }
 

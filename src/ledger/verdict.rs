@@ -6,17 +6,24 @@ use super::Direction;
 /// One resource still alive after its owner stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Residual {
+    /// A task, by name.
     Task(String),
+    /// A thread, by name.
     Thread(String),
+    /// A connection, by direction and peer.
     Connection(Direction, String),
 }
 
 /// A leak verdict: how many of each resource remained, and their names for the error log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Leak {
+    /// Tasks left.
     pub tasks: u64,
+    /// Threads left.
     pub threads: u64,
+    /// Connections left.
     pub connections: u64,
+    /// What each was, for the error log.
     pub names: Vec<String>,
 }
 

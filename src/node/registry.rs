@@ -39,11 +39,6 @@ impl Registry {
         self.read().len()
     }
 
-    /// Whether no group runs.
-    pub fn is_empty(&self) -> bool {
-        self.read().is_empty()
-    }
-
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<GroupId, Arc<Group>>> {
         self.groups.read().unwrap_or_else(|e| e.into_inner())
     }

@@ -113,7 +113,9 @@ mod pipeline {
         /// Cancelled when the shutdown flush budget runs out, or the flush is done: exports in
         /// flight give up and the batching task ends.
         abandon: CancellationToken,
+        /// Where spans go.
         pub endpoint: String,
+        /// How.
         pub protocol: Protocol,
     }
 

@@ -39,6 +39,13 @@ struct Shared {
     has_snapshot: AtomicBool,
 }
 
+/// A normal entry waiting for its batch: its log id, its command, and who waits for it.
+type Pending = (
+    LogId,
+    Vec<u8>,
+    Option<openraft::storage::ApplyResponder<TypeConfig>>,
+);
+
 /// A group's state machine as openraft sees it. Clones share the state.
 #[derive(Clone)]
 pub struct SmAdapter {
@@ -118,14 +125,7 @@ impl SmAdapter {
     }
 
     /// Applies one run of normal entries and answers their responders.
-    fn apply_run(
-        &self,
-        run: &mut Vec<(
-            LogId,
-            Vec<u8>,
-            Option<openraft::storage::ApplyResponder<TypeConfig>>,
-        )>,
-    ) -> io::Result<()> {
+    fn apply_run(&self, run: &mut Vec<Pending>) -> io::Result<()> {
         if run.is_empty() {
             return Ok(());
         }

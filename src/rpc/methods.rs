@@ -141,6 +141,7 @@ macro_rules! raft_methods {
 
         impl Method {
             /// Every method, in code order.
+            #[cfg(test)]
             pub const ALL: &'static [Method] = &[$(Method::$variant),*];
 
             /// The method's code on the wire.

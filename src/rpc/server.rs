@@ -105,6 +105,7 @@ impl RpcServer {
     }
 
     /// The `rpc_server` owner: every accepted connection counts here.
+    #[cfg(feature = "leak-injection")]
     pub fn owner(&self) -> &Owner {
         &self.owner
     }

@@ -2,10 +2,11 @@
 //! on a cluster of `raftnode serve` children that this module spawns and always reaps.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use super::{http, settled, Recorder, Sample, SoakError, StopSignal};
+use crate::harness::process::{self, ServeArgs};
 
 fn failed(msg: impl Into<String>) -> SoakError {
     SoakError::Failed(msg.into())
@@ -209,22 +210,7 @@ struct Proc {
 
 impl Proc {
     fn start(&mut self) -> Result<(), SoakError> {
-        let log = |name: &str| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.dir.join(name))
-                .map_err(|source| SoakError::Write {
-                    path: self.dir.join(name),
-                    source,
-                })
-        };
-        let child = Command::new(&self.binary)
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(log("stdout.log")?)
-            .stderr(log("stderr.log")?)
-            .spawn()
+        let child = process::spawn(&self.binary, &self.args, &[], &self.dir, None)
             .map_err(|e| failed(format!("cannot start {}: {e}", self.binary.display())))?;
         self.child = Some(child);
         Ok(())
@@ -232,10 +218,7 @@ impl Proc {
 
     fn signal(&self, sig: i32) {
         if let Some(c) = &self.child {
-            // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
-            unsafe {
-                libc::kill(c.id() as libc::pid_t, sig);
-            }
+            process::signal(c.id(), sig);
         }
     }
 
@@ -271,10 +254,7 @@ impl Drop for Proc {
 }
 
 fn free_port() -> Result<u16, SoakError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| failed(format!("no free loopback port: {e}")))
+    process::free_port().map_err(|e| failed(format!("no free loopback port: {e}")))
 }
 
 async fn ready(client: &reqwest::Client, p: &Proc, groups: &[u64]) -> Result<(), SoakError> {
@@ -312,12 +292,8 @@ pub async fn process_cycles(
     let ports: Vec<(u16, u16)> = (0..spec.nodes)
         .map(|_| Ok((free_port()?, free_port()?)))
         .collect::<Result<_, SoakError>>()?;
-    let peers: Vec<String> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, (g, _))| format!("{}=127.0.0.1:{g}", i + 1))
-        .collect();
-    let groups: Vec<String> = spec.groups.iter().map(u64::to_string).collect();
+    let grpc_ports: Vec<u16> = ports.iter().map(|(g, _)| *g).collect();
+    let peers = ServeArgs::peers_of(&grpc_ports);
     let mut procs = Vec::new();
     for (i, (grpc, http_port)) in ports.iter().enumerate() {
         let id = i as u64 + 1;
@@ -326,24 +302,19 @@ pub async fn process_cycles(
             path: node_dir.clone(),
             source,
         })?;
-        let args = vec![
-            "serve".into(),
-            "--node-id".into(),
-            id.to_string(),
-            "--grpc-addr".into(),
-            format!("127.0.0.1:{grpc}"),
-            "--http-addr".into(),
-            format!("127.0.0.1:{http_port}"),
-            "--data-dir".into(),
-            node_dir.join("data").to_string_lossy().into_owned(),
-            "--peers".into(),
-            peers.join(","),
-            "--groups".into(),
-            groups.join(","),
-        ];
+        let serve = ServeArgs {
+            id,
+            grpc_port: *grpc,
+            http_port: *http_port,
+            data_dir: node_dir.join("data"),
+            peers: peers.clone(),
+            groups: spec.groups.clone(),
+            extra: Vec::new(),
+        };
+        let args = serve.to_args();
         let mut p = Proc {
             id,
-            http: format!("127.0.0.1:{http_port}"),
+            http: serve.http_addr(),
             args,
             dir: node_dir,
             binary: binary.clone(),

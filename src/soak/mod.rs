@@ -18,8 +18,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 pub use sample::{growth, Sample, Tolerance};
 
+/// `raftnode soak`'s arguments.
 #[derive(Debug, Args)]
 pub struct SoakArgs {
+    /// What is cycled.
     #[command(subcommand)]
     pub mode: SoakMode,
     /// Start/stop cycles to run.
@@ -43,6 +45,7 @@ pub struct SoakArgs {
     pub quiet: bool,
 }
 
+/// What a soak cycles.
 #[derive(Debug, Subcommand)]
 pub enum SoakMode {
     /// Start and stop groups on live nodes, then restart their shared gRPC server.
@@ -80,20 +83,29 @@ pub enum SoakMode {
     },
 }
 
+/// How the process soak stops its victim.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum StopSignal {
+    /// SIGTERM: the ordered shutdown.
     Term,
+    /// SIGKILL: no shutdown at all.
     Kill,
+    /// Alternately, SIGTERM first.
     Both,
 }
 
+/// Why a soak could not run to its end.
 #[derive(Debug, thiserror::Error)]
 pub enum SoakError {
+    /// A node or a step failed.
     #[error("{0}")]
     Failed(String),
+    /// An output file could not be written.
     #[error("cannot write {path}: {source}")]
     Write {
+        /// The file.
         path: PathBuf,
+        /// What the OS said.
         source: std::io::Error,
     },
 }
@@ -101,14 +113,19 @@ pub enum SoakError {
 /// One row of the soak's table.
 #[derive(Clone, Debug)]
 pub struct Row {
+    /// The cycle (0 is the baseline).
     pub cycle: u32,
+    /// The node's HTTP address.
     pub node: String,
+    /// Its figures.
     pub sample: Sample,
 }
 
 /// The outcome: every row, and what grew per node (empty when clean).
 pub struct Report {
+    /// Every sample taken.
     pub rows: Vec<Row>,
+    /// What grew, per node, in words.
     pub growth: Vec<String>,
 }
 
@@ -264,6 +281,7 @@ fn write(path: &PathBuf, text: String) -> Result<(), SoakError> {
     })
 }
 
+/// Every row as CSV, with a header line.
 pub fn csv(rows: &[Row]) -> String {
     let mut out = String::from("cycle,node,tasks,threads,connections,fds,rss_bytes,leaks\n");
     for r in rows {
@@ -299,6 +317,7 @@ fn chart(rows: &[Row]) -> String {
     )
 }
 
+/// Runs the soak that `args` describe and reports what grew.
 pub async fn run(args: &SoakArgs) -> Result<Report, SoakError> {
     let settle = Duration::from_secs(args.settle_secs);
     let rows = match &args.mode {

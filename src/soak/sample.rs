@@ -1,38 +1,27 @@
 //! One sample of a node's resources, read from its `/metrics`: what the soak tracks per cycle.
 
-use std::collections::BTreeMap;
-
 /// Resource figures of one node at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Sample {
     /// Owned tasks plus unowned ones: everything alive on the runtime.
     pub tasks: i64,
+    /// OS threads of the process.
     pub threads: i64,
+    /// Connections held by every owner.
     pub connections: i64,
+    /// Open file descriptors.
     pub fds: i64,
+    /// Resident memory.
     pub rss_bytes: i64,
     /// Leak verdicts of every kind so far.
     pub leaks: i64,
 }
 
-/// Sums each family's samples in a Prometheus text exposition.
-fn families(text: &str) -> BTreeMap<&str, f64> {
-    let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((name_labels, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let name = name_labels.split('{').next().unwrap_or(name_labels);
-        if let Ok(v) = value.parse::<f64>() {
-            *out.entry(name).or_insert(0.0) += v;
-        }
-    }
-    out
-}
-
 impl Sample {
+    /// The figures of one `/metrics` scrape.
     pub fn parse(text: &str) -> Sample {
-        let f = families(text);
+        let scrape = crate::harness::prom::Scrape::parse(text);
+        let f = scrape.families();
         let get = |n: &str| f.get(n).copied().unwrap_or(0.0) as i64;
         Sample {
             tasks: get("raftnode_owner_tasks") + get("raftnode_unowned_tasks"),
@@ -52,7 +41,9 @@ impl Sample {
 /// a thread stack (8 MiB virtual, touched pages) or of per-cycle state still shows well above it.
 #[derive(Clone, Copy, Debug)]
 pub struct Tolerance {
+    /// Growth allowed in bytes...
     pub rss_bytes: i64,
+    /// ...or as a share of the baseline, if that is larger.
     pub rss_ratio: f64,
 }
 

@@ -366,10 +366,6 @@ impl Wal {
         self.sealed.len() + 1
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Writes `records` (a full dump of live state) into a new segment via tmp + rename,
     /// makes it active, then deletes every older segment. Crash-safe at every step given
     /// idempotent records (see module docs).

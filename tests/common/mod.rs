@@ -16,19 +16,20 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::TcpListener;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
+use std::fs::{self, File};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{sleep, JoinHandle};
 use std::time::{Duration, Instant};
 
 pub mod otlp;
+
+use raftnode::harness::process::{self, ServeArgs};
+#[allow(unused_imports)] // not every test binary reads metrics
+pub use raftnode::harness::prom::Scrape;
 
 use reqwest::blocking::Client;
 use reqwest::Method;
@@ -264,131 +265,31 @@ pub fn assert_error(resp: &Resp, status: u16, code: &str) {
 // ---------------------------------------------------------------------------------------------
 // Ports.
 
-/// A loopback port no other test process holds: picked below the kernel's ephemeral range (so
-/// outgoing connections never take it, even while a killed node is down before its restart),
-/// reserved for this process's lifetime by an flock on a file in the temp dir, and checked free
-/// by binding it. Falls back to an ephemeral port if the range below is too small.
+/// A loopback port no other test process holds (see `raftnode::harness::process::free_port`).
 pub fn free_port() -> u16 {
-    static STATE: Mutex<Option<(u16, Vec<File>)>> = Mutex::new(None);
-    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let (lo, hi) = (15000u16, ephemeral_low.min(32768));
-    if hi <= lo + 1000 {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        return l.local_addr().expect("local_addr").port();
-    }
-    let span = u32::from(hi - lo);
-    let lock_dir = std::env::temp_dir().join("raftnode-test-ports");
-    fs::create_dir_all(&lock_dir).expect("create port lock dir");
-    let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
-    let (cursor, held) = state.get_or_insert_with(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let seed = std::process::id().wrapping_mul(7919).wrapping_add(nanos);
-        (((seed % span) as u16), Vec::new())
-    });
-    for _ in 0..span {
-        let port = lo + *cursor;
-        *cursor = ((u32::from(*cursor) + 1) % span) as u16;
-        let Ok(file) = File::create(lock_dir.join(format!("{port}.lock"))) else {
-            continue;
-        };
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            continue; // held by another test process (or by us already)
-        }
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            held.push(file); // keep the lock until this process exits
-            return port;
-        }
-    }
-    panic!("no free loopback port in {lo}..{hi}");
+    process::free_port().unwrap_or_else(|e| panic!("{e}"))
 }
 
 // ---------------------------------------------------------------------------------------------
-// Processes.
+// Processes: the launcher is the library's harness, shared with the benches and the soak.
 
 fn append_file(path: &Path) -> File {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+    process::append_file(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
 }
 
-fn file_len(path: &Path) -> u64 {
-    fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
-/// Reads `path` from byte `from` on, lossily.
-fn read_from(path: &Path, from: u64) -> String {
-    let mut out = Vec::new();
-    if let Ok(mut f) = File::open(path) {
-        if f.seek(SeekFrom::Start(from)).is_ok() {
-            let _ = f.read_to_end(&mut out);
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The last `n` lines of `path`.
-pub fn tail(path: &Path, n: usize) -> String {
-    let text = read_from(path, 0);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
+use raftnode::harness::process::{file_len, read_from};
+pub use raftnode::harness::process::{tail, wait_child};
 
 /// Spawns the binary with `args`, appending stdout/stderr to `stdout.log`/`stderr.log` in
 /// `log_dir`. Inherited `RAFTNODE_*` variables are removed so only `envs` configure it.
 pub fn spawn_raftnode(args: &[String], envs: &[(String, String)], log_dir: &Path) -> Child {
-    fs::create_dir_all(log_dir).expect("create log dir");
-    let mut cmd = Command::new(RAFTNODE);
-    cmd.args(args)
-        .current_dir(log_dir)
-        .stdin(Stdio::null())
-        .stdout(append_file(&log_dir.join("stdout.log")))
-        .stderr(append_file(&log_dir.join("stderr.log")));
-    for (k, _) in std::env::vars_os() {
-        let k_str = k.to_string_lossy();
-        if k_str.starts_with("RAFTNODE_") || k_str.starts_with("OTEL_") {
-            cmd.env_remove(k);
-        }
-    }
     let log = std::env::var("RAFTNODE_TEST_LOG").unwrap_or_else(|_| "info".to_string());
-    cmd.env("RUST_LOG", log).env("RUST_BACKTRACE", "1");
-    cmd.envs(envs.iter().map(|(k, v)| (k, v)));
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    cmd.spawn()
+    process::spawn(Path::new(RAFTNODE), args, envs, log_dir, Some(&log))
         .unwrap_or_else(|e| panic!("spawn {RAFTNODE}: {e}"))
 }
 
-/// Waits for `child` to exit for at most `timeout`.
-pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(s)) => return Some(s),
-            Ok(None) if Instant::now() < deadline => sleep(Duration::from_millis(20)),
-            _ => return None,
-        }
-    }
-}
-
 pub fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill(2) with a pid of a child we spawned and have not reaped yet.
-    unsafe {
-        libc::kill(pid as libc::pid_t, sig);
-    }
+    process::signal(pid, sig)
 }
 
 /// A finished run of the binary.
@@ -552,25 +453,16 @@ impl Node {
         if let Some(args) = &self.args_override {
             return args.clone();
         }
-        let groups: Vec<String> = self.groups.iter().map(u64::to_string).collect();
-        let mut args: Vec<String> = [
-            "serve",
-            "--node-id",
-            &self.id.to_string(),
-            "--grpc-addr",
-            &self.grpc_addr(),
-            "--http-addr",
-            &self.http_addr(),
-            "--data-dir",
-            &self.data_dir.to_string_lossy(),
-            "--peers",
-            &self.peers,
-            "--groups",
-            &groups.join(","),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args = ServeArgs {
+            id: self.id,
+            grpc_port: self.grpc_port,
+            http_port: self.http_port,
+            data_dir: self.data_dir.clone(),
+            peers: self.peers.clone(),
+            groups: self.groups.clone(),
+            extra: Vec::new(),
+        }
+        .to_args();
         args.extend(self.tuning.args());
         args.extend(self.extra_args.iter().cloned());
         args
@@ -762,6 +654,13 @@ impl Node {
             Some(body.to_string().into_bytes()),
             Some("application/json"),
         )
+    }
+
+    /// One `/metrics` scrape, parsed.
+    pub fn scrape(&self) -> Scrape {
+        let r = self.get_path("/metrics");
+        assert_eq!(r.status, 200, "{r}");
+        Scrape::parse(&r.text())
     }
 
     pub fn readyz(&self) -> u16 {
