@@ -26,7 +26,11 @@ async fn round(binary: &Path, secs: u64, client: &reqwest::Client, fsync: bool) 
     let mut out = Vec::new();
     for clients in CLIENTS {
         let r = load(client, &target, clients, secs).await;
-        out.push((r.per_sec(), pct(&r.latencies, 0.50), pct(&r.latencies, 0.99)));
+        out.push((
+            r.per_sec(),
+            pct(&r.latencies, 0.50),
+            pct(&r.latencies, 0.99),
+        ));
     }
     if fsync {
         let mut targets = Vec::new();
@@ -39,7 +43,10 @@ async fn round(binary: &Path, secs: u64, client: &reqwest::Client, fsync: bool) 
             before.push(fsyncs(client, n).await);
         }
         let r = load(client, &targets, 64, secs).await;
-        println!("8 groups, 64 clients: {:.0} puts/s acknowledged", r.per_sec());
+        println!(
+            "8 groups, 64 clients: {:.0} puts/s acknowledged",
+            r.per_sec()
+        );
         for (i, n) in nodes.iter().enumerate() {
             let d = fsyncs(client, n).await - before[i];
             println!(
@@ -110,7 +117,10 @@ async fn main() {
         print_rounds("this build", &all);
         return;
     };
-    println!("alternating with {} over {rounds} rounds", baseline.display());
+    println!(
+        "alternating with {} over {rounds} rounds",
+        baseline.display()
+    );
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for r in 0..rounds {
         // Alternate which build goes first, so that neither always runs on a warmer machine.
@@ -126,7 +136,11 @@ async fn main() {
     print_rounds("baseline", &theirs);
     println!("this build / baseline, puts/s (median of the rounds' ratios, and their range):");
     for (i, clients) in CLIENTS.iter().enumerate() {
-        let ratios: Vec<f64> = ours.iter().zip(&theirs).map(|(o, t)| o[i].0 / t[i].0).collect();
+        let ratios: Vec<f64> = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(o, t)| o[i].0 / t[i].0)
+            .collect();
         let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = ratios.iter().copied().fold(0.0, f64::max);
         println!(

@@ -23,6 +23,7 @@ pub(crate) mod group;
 #[cfg(feature = "cli")]
 pub mod harness;
 pub mod http;
+pub mod ids;
 pub mod kv;
 #[cfg(feature = "leak-injection")]
 pub mod leak_injection;
@@ -40,16 +41,12 @@ pub(crate) mod storage;
 pub mod telemetry;
 pub(crate) mod threads;
 
+pub use ids::{GroupId, NodeId};
 pub use ledger::Ledger;
 pub use node::{
     Applied, GroupOpError, Node, NodeBuilder, NodeConfig, NodeError, ReadMode, RequestError,
     StopReport,
 };
-pub use raft::types::{GroupId, NodeId};
 pub use state_machine::{Committed, StateMachine};
 
-/// The source revision this binary was built from, when the build knew it.
-pub const REVISION: &str = match option_env!("RAFTNODE_REVISION") {
-    Some(r) => r,
-    None => "unknown",
-};
+pub use metrics::REVISION;

@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ledger::{Leak, Owner};
 use crate::raft::log_store::GroupLogStore;
-use crate::raft::network::{GroupNetworkFactory, NetworkDeps};
-use crate::raft::state_machine::SmAdapter;
-use crate::raft::types::{GroupId, NodeId, Raft};
+use crate::raft::state_machine::{Raft, SmAdapter};
+use crate::raft::types::{GroupId, NodeId};
+use crate::rpc::network::{GroupNetworkFactory, NetworkDeps};
 use crate::state_machine::ErasedStateMachine;
 use crate::storage::Storage;
 pub use stats::GroupStats;

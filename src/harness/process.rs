@@ -175,7 +175,9 @@ pub fn free_port() -> io::Result<u16> {
         .unwrap_or(32768);
     let (lo, hi) = (15000u16, ephemeral_low.min(32768));
     if hi <= lo + 1000 {
-        return TcpListener::bind("127.0.0.1:0")?.local_addr().map(|a| a.port());
+        return TcpListener::bind("127.0.0.1:0")?
+            .local_addr()
+            .map(|a| a.port());
     }
     let span = u32::from(hi - lo);
     let lock_dir = std::env::temp_dir().join("raftnode-test-ports");

@@ -131,7 +131,10 @@ odd{path="a \"quoted\" \\ value,x"} 1.5 1700000000000
             12.0
         );
         assert_eq!(
-            s.sum("raftnode_owner_tasks", &[("owner_kind", "group"), ("owner", "2")]),
+            s.sum(
+                "raftnode_owner_tasks",
+                &[("owner_kind", "group"), ("owner", "2")]
+            ),
             7.0
         );
         assert_eq!(s.sum("process_threads", &[]), 9.0);

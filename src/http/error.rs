@@ -5,7 +5,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::node::{GroupOpError, RequestError};
 use crate::raft::types::NodeId;
 
 /// An error answer: its status, a stable code, and a message for people.
@@ -56,31 +55,5 @@ impl IntoResponse for ApiError {
             body["leader"] = json!(l);
         }
         (self.status, Json(body)).into_response()
-    }
-}
-
-impl From<RequestError> for ApiError {
-    fn from(e: RequestError) -> Self {
-        let (status, code) = match &e {
-            RequestError::GroupNotFound(_) => (StatusCode::NOT_FOUND, "group_not_found"),
-            RequestError::NoLeader(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
-            RequestError::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
-            RequestError::Rejected(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            RequestError::Codec(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
-        ApiError::new(status, code, e.to_string())
-    }
-}
-
-impl From<GroupOpError> for ApiError {
-    fn from(e: GroupOpError) -> Self {
-        let (status, code) = match &e {
-            GroupOpError::NotFound(_) => (StatusCode::NOT_FOUND, "group_not_found"),
-            GroupOpError::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
-            GroupOpError::Start(_)
-            | GroupOpError::Purge { .. }
-            | GroupOpError::RpcRestart { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
-        ApiError::new(status, code, e.to_string())
     }
 }

@@ -16,6 +16,13 @@ pub use rpc::RpcMetrics;
 use prometheus::core::Collector;
 use prometheus::{Encoder, Registry, TextEncoder};
 
+/// The source revision this binary was built from, when the build knew it (the
+/// `raftnode_build_info` metric's `revision` label).
+pub const REVISION: &str = match option_env!("RAFTNODE_REVISION") {
+    Some(r) => r,
+    None => "unknown",
+};
+
 /// The registry `/metrics` renders.
 #[derive(Clone)]
 pub struct Metrics {

@@ -21,6 +21,7 @@ use tracing::Instrument;
 use crate::group::Group;
 use crate::http::{json_ok, parse_id, ApiError};
 use crate::metrics::Metrics;
+use crate::node::error::{GroupOpError, RequestError};
 use crate::node::handover;
 use crate::node::shared::NodeCore;
 use crate::raft::types::{NodeId, RaftError};
@@ -83,6 +84,34 @@ async fn trace_request(req: axum::extract::Request, next: axum::middleware::Next
     let response = next.run(req).instrument(span.clone()).await;
     span.record("http.response.status_code", response.status().as_u16());
     response
+}
+
+/// A request error as the API answers it: every route, the program's too, maps it the same way.
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        let (status, code) = match &e {
+            RequestError::GroupNotFound(_) => (StatusCode::NOT_FOUND, "group_not_found"),
+            RequestError::NoLeader(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
+            RequestError::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+            RequestError::Rejected(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            RequestError::Codec(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// A group operation error as the API answers it.
+impl From<GroupOpError> for ApiError {
+    fn from(e: GroupOpError) -> Self {
+        let (status, code) = match &e {
+            GroupOpError::NotFound(_) => (StatusCode::NOT_FOUND, "group_not_found"),
+            GroupOpError::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+            GroupOpError::Start(_)
+            | GroupOpError::Purge { .. }
+            | GroupOpError::RpcRestart { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
 }
 
 async fn readyz(State(s): State<ApiState>) -> impl IntoResponse {

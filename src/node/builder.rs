@@ -10,7 +10,6 @@ use tonic::service::Routes;
 
 use crate::ledger::Ledger;
 use crate::node::config::NodeConfig;
-use crate::node::error::NodeError;
 use crate::node::shared::MachineFactory;
 use crate::node::Node;
 use crate::raft::types::{GroupId, NodeId};
@@ -142,10 +141,11 @@ impl<S: StateMachine> NodeBuilder<S> {
         self.collectors.push(collector);
         self
     }
+}
 
-    /// Starts the node: data dir, storage, the shared RPC server, the HTTP server, then the
-    /// groups. On an error, whatever had started is stopped again before it is returned.
-    pub async fn start(self) -> Result<Node<S>, NodeError> {
-        crate::node::lifecycle::start(self).await
+impl<S: StateMachine> Node<S> {
+    /// A builder with the defaults of [`NodeConfig`].
+    pub fn builder() -> NodeBuilder<S> {
+        NodeBuilder::new()
     }
 }

@@ -102,7 +102,7 @@ impl NodeCollector {
             .unwrap_or_else(|e| e.into_inner())
             .sample_into(&f);
         f.build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION"), crate::REVISION])
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), crate::metrics::REVISION])
             .set(1);
         Ok(f)
     }

@@ -18,34 +18,21 @@ use tracing::Instrument;
 
 use crate::group::GroupDeps;
 use crate::http::HttpServer;
-use crate::ledger::{Owner, OwnerKind};
+use crate::ledger::OwnerKind;
 use crate::metrics::{Metrics, RpcMetrics};
 use crate::node::builder::NodeBuilder;
 use crate::node::config::{NodeConfig, MAX_MESSAGE_BYTES};
-use crate::node::data_dir::{self, DirLock};
+use crate::node::data_dir;
 use crate::node::error::NodeError;
+use crate::node::handle::{Node, Running, Servers};
 use crate::node::plan::{self, Phase};
 use crate::node::shared::{CoreParts, NodeCore};
-use crate::node::{api, collector, Node, StopReport};
-use crate::raft::network::NetworkDeps;
+use crate::node::types::StopReport;
+use crate::node::{api, collector};
+use crate::rpc::network::NetworkDeps;
 use crate::rpc::peers::Peers;
 use crate::state_machine::StateMachine;
 use crate::storage::{Storage, StorageOptions};
-
-/// The node's servers and what holds its data dir, until the stop takes them.
-pub(crate) struct Servers {
-    pub grpc_addr: SocketAddr,
-    pub http_addr: Option<SocketAddr>,
-    running: tokio::sync::Mutex<Option<Running>>,
-    report: std::sync::OnceLock<StopReport>,
-}
-
-struct Running {
-    _lock: DirLock,
-    storage: Storage,
-    storage_owner: Owner,
-    http: Option<HttpServer>,
-}
 
 async fn bind(
     given: Option<std::net::TcpListener>,
@@ -62,7 +49,24 @@ async fn bind(
     }
 }
 
-pub(crate) async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError> {
+impl<S: StateMachine> NodeBuilder<S> {
+    /// Starts the node: data dir, storage, the shared RPC server, the HTTP server, then the
+    /// groups. On an error, whatever had started is stopped again before it is returned.
+    pub async fn start(self) -> Result<Node<S>, NodeError> {
+        start(self).await
+    }
+}
+
+impl<S: StateMachine> Node<S> {
+    /// Stops the node in order: not ready, leadership handed over, groups, peer channels, the
+    /// shared RPC server, storage, the HTTP server, and finally the node's own verdict, all
+    /// within the shutdown grace. A second call returns at once.
+    pub async fn stop(&self) -> Result<StopReport, NodeError> {
+        stop(&self.core, &self.servers).await
+    }
+}
+
+async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError> {
     let (config, raft_config) = b.config.validate()?;
     let factory = b.factory.ok_or(NodeError::Config {
         field: "state_machine",
@@ -214,7 +218,7 @@ async fn phase<F: Future<Output = ()>>(p: &plan::Plan, phase: Phase, fut: F) {
     }
 }
 
-pub(crate) async fn stop(core: &Arc<NodeCore>, servers: &Servers) -> Result<StopReport, NodeError> {
+async fn stop(core: &Arc<NodeCore>, servers: &Servers) -> Result<StopReport, NodeError> {
     let Some(running) = servers.running.lock().await.take() else {
         // Stopped already (or stopping): the first stop's report, once there is one.
         return Ok(servers.report.get().copied().unwrap_or(StopReport {

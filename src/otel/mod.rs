@@ -38,8 +38,8 @@ mod pipeline {
     pub use super::settings::{Protocol, SamplerChoice, SamplerKind, TraceSettings};
     use super::{export, runtime};
 
+    use crate::ids::NodeId;
     use crate::ledger::Owner;
-    use crate::raft::types::NodeId;
 
     /// What the pipeline delivered and what it dropped, exported on `/metrics` whether or not
     /// tracing is on (as zeros when off), so that dashboards and alerts need no special case.

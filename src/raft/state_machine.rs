@@ -17,9 +17,7 @@ use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, RaftSnapshotBuilder};
 
-use crate::raft::types::{
-    GroupId, LogId, Reply, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
-};
+use crate::raft::types::{GroupId, LogId, Reply, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::state_machine::ErasedStateMachine;
 use crate::storage::snapshot_file::SnapshotFile;
 
@@ -38,6 +36,12 @@ struct Shared {
     /// never took one costs no file I/O (and no blocking-pool thread).
     has_snapshot: AtomicBool,
 }
+
+/// One group's openraft instance, with this adapter as its state machine.
+pub type Raft = openraft::Raft<TypeConfig, SmAdapter>;
+
+/// A snapshot: its metadata and its file.
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;
 
 /// A normal entry waiting for its batch: its log id, its command, and who waits for it.
 type Pending = (

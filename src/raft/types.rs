@@ -39,12 +39,7 @@ openraft::declare_raft_types!(
         AsyncRuntime = crate::raft::runtime::LedgerRuntime,
 );
 
-/// A node's id, unique in the cluster; ids start at 1.
-pub type NodeId = u64;
-/// A Raft group's id, unique in the cluster; ids start at 1.
-pub type GroupId = u64;
-/// One group's openraft instance.
-pub type Raft = openraft::Raft<TypeConfig, crate::raft::state_machine::SmAdapter>;
+pub use crate::ids::{GroupId, NodeId};
 /// A log entry.
 pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 /// A log entry's id: its term, leader and index.
@@ -55,8 +50,5 @@ pub type Vote = openraft::alias::VoteOf<TypeConfig>;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 /// The metadata of a snapshot: the last log id and membership it covers.
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
-/// A snapshot: its metadata and its file.
-pub type Snapshot =
-    openraft::alias::SnapshotOf<TypeConfig, crate::storage::snapshot_file::SnapshotFile>;
 /// An openraft error of a group's API.
 pub type RaftError<E = openraft::errors::Infallible> = openraft::errors::RaftError<TypeConfig, E>;

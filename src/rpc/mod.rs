@@ -1,10 +1,12 @@
 //! Everything that crosses the network between nodes: the one shared tonic server, the one
-//! channel per peer address, the table of node-to-node methods, and the typed call over it.
-//! openraft's network adapter (`crate::raft::network`) sits on top of these.
+//! channel per peer address, the table of node-to-node methods, the typed call over it, and
+//! openraft's network adapter on top of those.
 
 pub mod client;
 pub mod codec;
+pub mod messages;
 pub mod methods;
+pub mod network;
 pub mod peers;
 pub mod router;
 pub mod server;

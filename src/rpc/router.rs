@@ -6,8 +6,9 @@ use std::path::Path;
 
 use futures::future::BoxFuture;
 
-use crate::raft::types::{GroupId, Proposal, Raft};
-use crate::rpc::methods::{Proposed, Refusal};
+use crate::raft::state_machine::Raft;
+use crate::raft::types::{GroupId, Proposal};
+use crate::rpc::messages::{Proposed, Refusal};
 
 /// The node's side of the shared server.
 pub trait Router: Send + Sync + 'static {

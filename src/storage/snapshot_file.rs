@@ -14,7 +14,7 @@ use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::raft::types::GroupId;
+use crate::ids::GroupId;
 
 const MAGIC: &[u8; 8] = b"RNSNAP02";
 const END: &[u8; 8] = b"RNSNEND\0";

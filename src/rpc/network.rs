@@ -19,7 +19,8 @@ use tracing::Instrument;
 
 use crate::ledger::{Direction, Owner};
 use crate::metrics::RpcMetrics;
-use crate::raft::types::{Entry, GroupId, NodeId, Snapshot, TypeConfig, Vote};
+use crate::raft::state_machine::Snapshot;
+use crate::raft::types::{Entry, GroupId, NodeId, TypeConfig, Vote};
 use crate::rpc::client::{self, CallError};
 use crate::rpc::methods::{rpc, Rpc};
 use crate::rpc::pb::raft_service_client::RaftServiceClient;

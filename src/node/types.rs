@@ -1,0 +1,48 @@
+//! The small plain types of the node's API: how fresh a read is, what a proposal answers, and
+//! what a stop found.
+
+use std::time::Duration;
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Reflects every write acknowledged before the read began, on any member: the leader
+    /// confirms its leadership with a quorum (ReadIndex) and the reader applies that far.
+    Linearizable,
+    /// Like `Linearizable`, with leadership confirmed by the leader's lease instead of a round
+    /// trip: faster, and correct as long as clocks do not drift beyond the lease's margin.
+    Lease,
+    /// This member's state as it is, without asking anyone: may be stale.
+    Local,
+}
+
+impl ReadMode {
+    /// Parses `linearizable`, `lease` or `local`.
+    pub fn parse(s: &str) -> Option<ReadMode> {
+        match s {
+            "linearizable" => Some(ReadMode::Linearizable),
+            "lease" => Some(ReadMode::Lease),
+            "local" => Some(ReadMode::Local),
+            _ => None,
+        }
+    }
+}
+
+/// A proposal's outcome: the log index it was applied at, and the state machine's response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied<R> {
+    /// The command's log index.
+    pub index: u64,
+    /// What the state machine answered.
+    pub response: R,
+}
+
+/// What a stop found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StopReport {
+    /// Leak verdicts of this node's ledger over its whole life: tasks, threads and connections
+    /// that an owner still held when its deadline passed. 0 is the only good figure.
+    pub leaks: u64,
+    /// How long the stop took.
+    pub took: Duration,
+}

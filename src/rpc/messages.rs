@@ -1,0 +1,60 @@
+//! The messages of raftnode's own node-to-node methods (those that are not openraft's): a
+//! follower's forwarded proposal and read-index request, the leader's answers, and a snapshot
+//! as it travels. Plain serde types, shared by the method table and the router.
+
+use serde::{Deserialize, Serialize};
+
+use crate::raft::types::{LogId, NodeId, Reply, SnapshotMeta, TypeConfig, Vote};
+
+/// A snapshot as it travels: the leader's vote, the snapshot's metadata and its file's bytes.
+pub type SnapshotTransfer = (Vote, SnapshotMeta, serde_bytes::ByteBuf);
+
+/// Why a group's leader (or what a follower took for it) did not take a forwarded request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    /// This node does not lead the group; `leader` is whom it knows to.
+    #[error("this node does not lead the group (leader: {leader:?})")]
+    NotLeader {
+        /// The leader this node knows of, if any.
+        leader: Option<NodeId>,
+        /// That leader's gRPC address.
+        addr: Option<String>,
+    },
+    /// The group does not run on this node.
+    #[error("the group is not running on this node")]
+    GroupNotFound,
+    /// The command does not decode as the group's state machine's command: the sender is
+    /// another version or another program.
+    #[error("the command is not one of this state machine's: {0}")]
+    Invalid(String),
+    /// The group cannot serve for now (no quorum, a lease not yet held, shutting down).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A forwarded proposal's outcome on the leader: where it was applied, and its response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposed {
+    /// The log index at which it was applied.
+    pub index: u64,
+    /// The state machine's encoded response.
+    pub reply: Reply,
+}
+
+/// A follower asking the leader up to where it must apply before a linearizable read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadIndexRequest {
+    /// Confirm leadership by lease (no round trip) rather than by a quorum heartbeat.
+    pub lease: bool,
+}
+
+/// The leader's answer: the read log id the reader's state machine must reach.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadIndexGrant {
+    /// The leader that granted it.
+    pub leader: NodeId,
+    /// The inclusive log boundary to apply through.
+    pub read_log_id: openraft::raft::linearizable_read::ReadLogId<TypeConfig>,
+    /// What the leader had applied when it granted it.
+    pub applied: Option<LogId>,
+}
