@@ -7,4 +7,6 @@
 pub mod log_store;
 pub mod runtime;
 pub mod state_machine;
+#[cfg(test)]
+mod suite;
 pub mod types;

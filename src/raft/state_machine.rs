@@ -259,6 +259,9 @@ impl RaftStateMachine<TypeConfig> for SmAdapter {
         let meta = meta.clone();
         let shared = self.shared.clone();
         blocking(move || {
+            if snapshot.path().parent() != Some(shared.snapshot_dir.as_path()) {
+                snapshot = snapshot.copy_into(&shared.snapshot_dir, shared.group)?;
+            }
             snapshot.verify()?;
             // Current first: if the restore below fails or the process dies, the next start
             // restores from this file, which is where the log now begins.
@@ -289,5 +292,95 @@ impl RaftStateMachine<TypeConfig> for SmAdapter {
             }))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::{KvCommand, KvStore};
+    use crate::raft::types::Proposal;
+    use crate::state_machine::{codec, Typed};
+    use openraft::entry::RaftEntry;
+    use openraft::testing::{blank_ent, log_id, membership_ent};
+    use std::collections::BTreeSet;
+
+    fn put(index: u64, key: &str, value: &str) -> crate::raft::types::Entry {
+        let command = codec::encode(&KvCommand::Put {
+            key: key.into(),
+            value: value.into(),
+        })
+        .unwrap();
+        RaftEntry::new_normal(
+            log_id::<TypeConfig>(1, 1, index),
+            Proposal {
+                command,
+                trace: None,
+            },
+        )
+    }
+
+    fn adapter(dir: &Path) -> SmAdapter {
+        SmAdapter::open(7, dir, Box::new(Typed(KvStore::default()))).unwrap()
+    }
+
+    fn value(sm: &SmAdapter, key: &str) -> Option<String> {
+        sm.read(|m| {
+            let kv = m.as_any().downcast_ref::<KvStore>().unwrap();
+            kv.get(key)
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+        })
+    }
+
+    async fn apply(sm: &mut SmAdapter, entries: Vec<crate::raft::types::Entry>) {
+        let items = entries.into_iter().map(|e| Ok((e, None)));
+        sm.apply(futures::stream::iter(items)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn batches_follow_the_log_order_across_membership_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = adapter(dir.path());
+        apply(
+            &mut sm,
+            vec![
+                blank_ent::<TypeConfig>(1, 1, 1),
+                put(2, "a", "1"),
+                membership_ent::<TypeConfig>(1, 1, 3, vec![BTreeSet::from([1, 2])]),
+                put(4, "a", "2"),
+                put(5, "b", "3"),
+            ],
+        )
+        .await;
+        let (applied, membership) = sm.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(5));
+        assert_eq!(membership.log_id().map(|l| l.index), Some(3));
+        assert_eq!(value(&sm, "a").as_deref(), Some("2"));
+        assert_eq!(value(&sm, "b").as_deref(), Some("3"));
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_restores_on_another_member_and_at_restart() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut leader = adapter(a.path());
+        apply(&mut leader, vec![put(1, "k", "v"), put(2, "j", "w")]).await;
+        let built = leader.build_snapshot().await.unwrap();
+        assert_eq!(built.meta.last_log_id.map(|l| l.index), Some(2));
+        // Writes after the view was taken are not in it.
+        apply(&mut leader, vec![put(3, "k", "later")]).await;
+        let mut follower = adapter(b.path());
+        let current = leader.get_current_snapshot().await.unwrap().unwrap();
+        follower
+            .install_snapshot(&current.meta, current.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(value(&follower, "k").as_deref(), Some("v"));
+        // The leader's own snapshot is still there (an install copies a foreign file).
+        assert!(leader.get_current_snapshot().await.unwrap().is_some());
+        // A restart restores from the installed file.
+        let reopened = adapter(b.path());
+        assert_eq!(value(&reopened, "j").as_deref(), Some("w"));
+        let (applied, _) = reopened.clone().applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(2));
     }
 }

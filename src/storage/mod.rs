@@ -405,3 +405,149 @@ impl Writer {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Ledger, OwnerKind};
+    use crate::raft::types::Proposal;
+    use openraft::entry::RaftEntry;
+    use openraft::testing::{blank_ent, log_id};
+    use openraft::type_config::TypeConfigExt;
+
+    fn open(dir: &Path, checkpoint_bytes: u64) -> (Storage, RecoveryReport, crate::ledger::Owner) {
+        let owner = Ledger::new().root(OwnerKind::Storage, "test");
+        let (s, r) = Storage::open(
+            StorageOptions {
+                dir: dir.to_path_buf(),
+                segment_bytes: 4096,
+                checkpoint_bytes,
+            },
+            &owner,
+        )
+        .unwrap();
+        (s, r, owner)
+    }
+
+    fn normal(index: u64, bytes: &[u8]) -> Entry {
+        Entry::new_normal(
+            log_id::<TypeConfig>(1, 1, index),
+            Proposal {
+                command: bytes.to_vec(),
+                trace: None,
+            },
+        )
+    }
+
+    /// Appends and waits for the writer's acknowledgement, as openraft does.
+    async fn append(s: &Storage, group: GroupId, entries: Vec<Entry>) -> io::Result<()> {
+        let (tx, rx) = TypeConfig::oneshot();
+        s.append(group, entries, IOFlushed::signal(tx))?;
+        rx.await.map_err(io::Error::other)?
+    }
+
+    async fn close(s: Storage, owner: crate::ledger::Owner) {
+        assert!(s.close(Duration::from_secs(5)).await);
+        assert!(owner.stop(Duration::from_secs(5)).await.is_none());
+    }
+
+    fn indexes(s: &Storage, group: GroupId) -> Vec<u64> {
+        s.entries(group, ..)
+            .iter()
+            .map(|e| e.log_id.index)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn every_record_kind_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, report, owner) = open(dir.path(), 1 << 30);
+        assert_eq!(report.records, 0);
+        append(&s, 1, (1..=10).map(|i| normal(i, b"x")).collect())
+            .await
+            .unwrap();
+        append(&s, 2, vec![blank_ent::<TypeConfig>(1, 1, 1)])
+            .await
+            .unwrap();
+        let vote = openraft::Vote::new(3, 2);
+        s.save_vote(1, vote).await.unwrap();
+        s.save_committed(1, Some(log_id::<TypeConfig>(1, 1, 8)))
+            .unwrap();
+        s.truncate_after(1, Some(log_id::<TypeConfig>(1, 1, 9)))
+            .unwrap();
+        s.purge(1, log_id::<TypeConfig>(1, 1, 3)).unwrap();
+        // Unsynced records ride on the next synced write.
+        append(&s, 3, vec![blank_ent::<TypeConfig>(1, 1, 1)])
+            .await
+            .unwrap();
+        s.drop_group(3).await.unwrap();
+        close(s, owner).await;
+
+        let (s, report, owner) = open(dir.path(), 1 << 30);
+        assert!(report.records >= 7, "{report:?}");
+        assert_eq!(s.groups(), BTreeSet::from([1, 2]));
+        assert!(!s.has_group(3));
+        assert_eq!(indexes(&s, 1), (4..=9).collect::<Vec<_>>());
+        assert_eq!(indexes(&s, 2), vec![1]);
+        s.with_group(1, |g| {
+            let g = g.unwrap();
+            assert_eq!(g.vote, Some(vote));
+            assert_eq!(g.committed.map(|c| c.index), Some(8));
+            assert_eq!(g.purged.map(|p| p.index), Some(3));
+            assert_eq!(g.last_log_id().map(|l| l.index), Some(9));
+        });
+        assert_eq!(s.entries(1, 5..7).len(), 2);
+        close(s, owner).await;
+    }
+
+    #[tokio::test]
+    async fn groups_that_append_together_share_fsyncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _, owner) = open(dir.path(), 1 << 30);
+        // 50 groups append at once; the writer batches whatever is queued when it wakes.
+        let appends = (1..=50u64).map(|g| {
+            let s = s.clone();
+            async move { append(&s, g, vec![normal(1, b"v")]).await }
+        });
+        for r in futures::future::join_all(appends).await {
+            r.unwrap();
+        }
+        let fsyncs = s.fsync_histogram().get_sample_count();
+        assert!((1..=50).contains(&fsyncs), "{fsyncs} fsyncs for 50 appends");
+        assert_eq!(s.groups().len(), 50);
+        close(s, owner).await;
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_keeps_the_live_state_and_drops_old_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _, owner) = open(dir.path(), 16 << 10);
+        let value = vec![7u8; 512];
+        for i in 1..=200u64 {
+            append(&s, 1, vec![normal(i, &value)]).await.unwrap();
+            if i % 20 == 0 {
+                // Snapshots purge the log behind them, so the live state stays small.
+                s.purge(1, log_id::<TypeConfig>(1, 1, i - 5)).unwrap();
+            }
+        }
+        close(s, owner).await;
+        let segments = std::fs::read_dir(dir.path().join("wal")).unwrap().count();
+        assert!(segments < 10, "{segments} segments left after checkpoints");
+        let (s, _, owner) = open(dir.path(), 16 << 10);
+        assert_eq!(indexes(&s, 1), (196..=200).collect::<Vec<_>>());
+        assert_eq!(s.entries(1, 200..)[0].payload, normal(200, &value).payload);
+        close(s, owner).await;
+    }
+
+    #[tokio::test]
+    async fn a_closed_engine_refuses_writes_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _, owner) = open(dir.path(), 1 << 30);
+        let writer = s.clone();
+        close(s, owner).await;
+        let err = append(&writer, 1, vec![normal(1, b"late")])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("closed"), "{err}");
+    }
+}

@@ -155,6 +155,25 @@ impl SnapshotFile {
         Self::open_path(tmp)
     }
 
+    /// A copy of this file in `dir`, not yet installed: for a snapshot that lives elsewhere
+    /// (another store's directory), which an install must not take away from its owner.
+    pub fn copy_into(&self, dir: &Path, group: GroupId) -> Result<SnapshotFile, SnapshotFileError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let tmp = tmp_path(dir, group);
+        let copied = (|| {
+            let mut from = &self.file;
+            from.seek(SeekFrom::Start(0))?;
+            let mut to = File::create(&tmp)?;
+            io::copy(&mut from, &mut to)?;
+            to.sync_all()
+        })();
+        if let Err(e) = copied {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err(&tmp)(e));
+        }
+        Self::open_path(tmp)
+    }
+
     /// Group `group`'s current snapshot, if it has one.
     pub fn open(dir: &Path, group: GroupId) -> Result<Option<SnapshotFile>, SnapshotFileError> {
         let p = path(dir, group);
