@@ -176,7 +176,7 @@ mod tests {
         let g = &index.groups[&1];
         assert_eq!(ids(g), [3, 4, 5, 6]);
         assert_eq!(g.purged.map(|p| p.index), Some(2));
-        assert_eq!(g.entries[&5].log_id.leader_id().term, 2);
+        assert_eq!(g.entries[&5].log_id.committed_leader_id().term, 2);
         assert_eq!(g.last_log_id().map(|l| l.index), Some(6));
         assert!(!index.groups.contains_key(&2));
     }
