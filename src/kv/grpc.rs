@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use super::{Kv, KvError};
+use crate::kv::ops::{Kv, KvError};
 use crate::metrics::RpcMetrics;
 use crate::node::{ReadMode, RequestError};
 use crate::rpc::pb::kv_service_server::{KvService, KvServiceServer};

@@ -11,8 +11,8 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::json;
 
-use super::{Kv, KvError};
 use crate::http::{json_ok, parse_id, ApiError};
+use crate::kv::ops::{Kv, KvError};
 use crate::node::ReadMode;
 
 impl From<KvError> for ApiError {

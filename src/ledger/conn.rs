@@ -17,7 +17,8 @@ use hyper_util::client::legacy::connect::{Connected as ClientConnected, Connecti
 use hyper_util::rt::TokioIo;
 use tonic::transport::Uri;
 
-use super::{Direction, ItemGuard, Owner};
+use super::verdict::Direction;
+use super::{ItemGuard, Owner};
 
 /// A socket (or any stream) that counts as one connection of its owner while it lives.
 pub struct Counted<S> {

@@ -5,7 +5,7 @@
 //! pools. Here the only way to spawn is through an owner handle (clippy's `disallowed-methods`
 //! enforces it), so a stopped owner whose counts are not zero is a leak that can be named.
 
-mod conn;
+pub mod conn;
 mod verdict;
 
 use std::borrow::Cow;
@@ -19,8 +19,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use conn::{counting_connector, Counted, OwnerExecutor};
-pub use verdict::{verdict, Leak, Residual};
+pub use verdict::{verdict, Direction, Leak, Residual};
 
 /// The kinds of owner, as they appear in the `owner_kind` metric label (a contract).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -70,25 +69,6 @@ impl OwnerKind {
 impl fmt::Display for OwnerKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// Direction of a counted connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    /// Accepted by one of our servers.
-    Inbound,
-    /// Dialled by us.
-    Outbound,
-}
-
-impl Direction {
-    /// As in the `direction` metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Inbound => "inbound",
-            Direction::Outbound => "outbound",
-        }
     }
 }
 

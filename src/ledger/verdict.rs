@@ -1,7 +1,24 @@
 //! The leak verdict: a plain function from what an owner still holds after its stop deadline to
 //! what gets counted and named. Kept free of I/O so that the policy is tested on its own.
 
-use super::Direction;
+/// Direction of a counted connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Accepted by one of our servers.
+    Inbound,
+    /// Dialled by us.
+    Outbound,
+}
+
+impl Direction {
+    /// As in the `direction` metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
 
 /// One resource still alive after its owner stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use tonic::service::Routes;
 
 use crate::ledger::Ledger;
 use crate::node::config::NodeConfig;
+use crate::node::handle::Node;
 use crate::node::shared::MachineFactory;
-use crate::node::Node;
 use crate::raft::types::{GroupId, NodeId};
 use crate::state_machine::{StateMachine, Typed};
 

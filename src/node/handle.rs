@@ -34,6 +34,9 @@ pub(crate) struct Running {
 }
 
 /// A running node hosting groups of state machine `S`. Clones share the node.
+///
+/// Dropping every handle does not stop it (its servers hold the node too): call
+/// [`Node::stop`], which stops everything in order and reports what was left behind.
 pub struct Node<S: StateMachine> {
     pub(crate) core: Arc<NodeCore>,
     pub(crate) servers: Arc<Servers>,

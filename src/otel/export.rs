@@ -20,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
 use super::settings::{Protocol, TraceSettings};
-use super::TraceStats;
-use crate::ledger::{counting_connector, Owner, OwnerExecutor};
+use super::stats::TraceStats;
+use crate::ledger::conn::{counting_connector, OwnerExecutor};
+use crate::ledger::Owner;
 
 /// The exporter could not be built.
 #[derive(Debug, thiserror::Error)]

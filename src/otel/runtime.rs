@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
 
-use super::TraceStats;
+use super::stats::TraceStats;
 use crate::ledger::Owner;
 
 #[derive(Clone)]

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
-use crate::ledger::{counting_connector, Owner, OwnerExecutor, OwnerKind};
+use crate::ledger::conn::{counting_connector, OwnerExecutor};
+use crate::ledger::{Owner, OwnerKind};
 use crate::raft::types::NodeId;
 
 struct Peer {

@@ -16,7 +16,8 @@ use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::ledger::{Counted, Direction, Owner};
+use crate::ledger::conn::Counted;
+use crate::ledger::{Direction, Owner};
 use crate::metrics::RpcMetrics;
 use crate::rpc::methods::{self, Ctx, Method, Traced};
 use crate::rpc::pb::raft_service_server::{RaftService, RaftServiceServer};

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use super::{http, settled, Recorder, Sample, SoakError, StopSignal};
+use super::probe::{http, settled, Recorder, SoakError};
+use super::sample::Sample;
 use crate::harness::process::{self, ServeArgs};
 
 fn failed(msg: impl Into<String>) -> SoakError {
@@ -196,6 +197,17 @@ pub struct ProcessSpec {
     pub groups: Vec<u64>,
     pub dir: Option<PathBuf>,
     pub binary: Option<PathBuf>,
+}
+
+/// How the process soak stops its victim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StopSignal {
+    /// SIGTERM: the ordered shutdown.
+    Term,
+    /// SIGKILL: no shutdown at all.
+    Kill,
+    /// Alternately, SIGTERM first.
+    Both,
 }
 
 /// One child `raftnode serve`, killed and reaped when dropped.
