@@ -6,7 +6,8 @@
 //! `BENCH_BASELINE=/path/to/another/raftnode` runs that build too, alternating with this one
 //! round by round on a fresh cluster each time (`BENCH_ROUNDS`, default 3), and prints each
 //! build's figures and their ratio with its spread: on a shared, noisy machine only figures
-//! taken side by side compare.
+//! taken side by side compare. `BENCH_DIR` puts the nodes' data dirs elsewhere (a tmpfs such as
+//! `/dev/shm` takes the disk's fsync out of the figures, to compare CPU costs alone).
 
 mod common;
 use common::*;
@@ -19,7 +20,11 @@ const CLIENTS: [usize; 3] = [1, 16, 256];
 type Round = Vec<(f64, f64, f64)>;
 
 async fn round(binary: &Path, secs: u64, client: &reqwest::Client, fsync: bool) -> Round {
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = match std::env::var_os("BENCH_DIR") {
+        Some(d) => tempfile::tempdir_in(d),
+        None => tempfile::tempdir(),
+    }
+    .expect("temp dir");
     let nodes = start_cluster_of(binary, dir.path(), "1,2,3,4,5,6,7,8", &[]);
     let leader = leader_of(client, &nodes, 1).await;
     let target = vec![(nodes[leader].http.clone(), 1u64)];
