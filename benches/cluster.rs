@@ -16,8 +16,19 @@ use std::time::Duration;
 
 const CLIENTS: [usize; 3] = [1, 16, 256];
 
-/// One round of one build: puts/s, p50 and p99 (ms) per client count.
-type Round = Vec<(f64, f64, f64)>;
+/// One round of one build, per client count: puts/s, p50 and p99 (ms), and the CPU the three
+/// nodes spent per acknowledged put (µs): a figure that scheduling noise moves far less than
+/// throughput, and on a saturated machine the one throughput follows.
+type Round = Vec<(f64, f64, f64, f64)>;
+
+/// CPU seconds the nodes have used so far.
+async fn cpu(client: &reqwest::Client, nodes: &[Node]) -> f64 {
+    let mut total = 0.0;
+    for n in nodes {
+        total += metric(client, n, "process_cpu_seconds_total").await;
+    }
+    total
+}
 
 async fn round(binary: &Path, secs: u64, client: &reqwest::Client, fsync: bool) -> Round {
     let dir = match std::env::var_os("BENCH_DIR") {
@@ -30,11 +41,14 @@ async fn round(binary: &Path, secs: u64, client: &reqwest::Client, fsync: bool) 
     let target = vec![(nodes[leader].http.clone(), 1u64)];
     let mut out = Vec::new();
     for clients in CLIENTS {
+        let before = cpu(client, &nodes).await;
         let r = load(client, &target, clients, secs).await;
+        let used = cpu(client, &nodes).await - before;
         out.push((
             r.per_sec(),
             pct(&r.latencies, 0.50),
             pct(&r.latencies, 0.99),
+            used * 1e6 / r.ok.max(1) as f64,
         ));
     }
     if fsync {
@@ -73,19 +87,20 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn print_rounds(name: &str, rounds: &[Round]) {
     println!("{name}:");
     println!(
-        "{:>8} {:>28} {:>10} {:>9} {:>9}",
-        "clients", "puts/s per round", "median", "p50 ms", "p99 ms"
+        "{:>8} {:>28} {:>10} {:>9} {:>9} {:>14}",
+        "clients", "puts/s per round", "median", "p50 ms", "p99 ms", "cpu µs/put"
     );
     for (i, clients) in CLIENTS.iter().enumerate() {
         let puts: Vec<f64> = rounds.iter().map(|r| r[i].0).collect();
         let each: Vec<String> = puts.iter().map(|p| format!("{p:.0}")).collect();
         println!(
-            "{:>8} {:>28} {:>10.0} {:>9.2} {:>9.2}",
+            "{:>8} {:>28} {:>10.0} {:>9.2} {:>9.2} {:>14.1}",
             clients,
             each.join(" "),
             median(puts.clone()),
             median(rounds.iter().map(|r| r[i].1).collect()),
             median(rounds.iter().map(|r| r[i].2).collect()),
+            median(rounds.iter().map(|r| r[i].3).collect()),
         );
     }
 }
@@ -156,6 +171,25 @@ async fn main() {
             hi,
             median(ours.iter().map(|r| r[i].0).collect()),
             median(theirs.iter().map(|r| r[i].0).collect()),
+        );
+    }
+    println!("this build / baseline, node CPU per acknowledged put (the same way):");
+    for (i, clients) in CLIENTS.iter().enumerate() {
+        let ratios: Vec<f64> = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(o, t)| o[i].3 / t[i].3)
+            .collect();
+        let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = ratios.iter().copied().fold(0.0, f64::max);
+        println!(
+            "{:>8} clients: {:.3} ({:.3}..{:.3}), medians {:.1} vs {:.1} µs",
+            clients,
+            median(ratios.clone()),
+            lo,
+            hi,
+            median(ours.iter().map(|r| r[i].3).collect()),
+            median(theirs.iter().map(|r| r[i].3).collect()),
         );
     }
 }

@@ -109,8 +109,9 @@ pub(crate) type SnapshotJob = Box<dyn FnOnce(&mut dyn Write) -> io::Result<()> +
 /// A state machine behind its codec: what the group's machinery (storage, network, openraft)
 /// works with, so that none of it is generic over the embedding program's types.
 pub(crate) trait ErasedStateMachine: Send + Sync + 'static {
-    /// Applies encoded commands; answers encoded responses, one per command.
-    fn apply(&mut self, batch: Vec<(u64, &[u8])>) -> io::Result<Vec<Vec<u8>>>;
+    /// Applies encoded commands; answers encoded responses, one per command: empty where
+    /// `wanted` is false (on a follower nobody waits for them, so they are not encoded).
+    fn apply(&mut self, batch: Vec<(u64, &[u8])>, wanted: &[bool]) -> io::Result<Vec<Vec<u8>>>;
     /// Whether `command` decodes as this state machine's command: checked before a peer's
     /// forwarded proposal enters the log, where an undecodable one would stop every member.
     fn check(&self, command: &[u8]) -> Result<(), String>;
@@ -123,7 +124,7 @@ pub(crate) trait ErasedStateMachine: Send + Sync + 'static {
 pub(crate) struct Typed<S>(pub S);
 
 impl<S: StateMachine> ErasedStateMachine for Typed<S> {
-    fn apply(&mut self, batch: Vec<(u64, &[u8])>) -> io::Result<Vec<Vec<u8>>> {
+    fn apply(&mut self, batch: Vec<(u64, &[u8])>, wanted: &[bool]) -> io::Result<Vec<Vec<u8>>> {
         let n = batch.len();
         let mut commands = Vec::with_capacity(n);
         for (index, bytes) in batch {
@@ -144,7 +145,11 @@ impl<S: StateMachine> ErasedStateMachine for Typed<S> {
         }
         responses
             .iter()
-            .map(|r| codec::encode(r).map_err(io::Error::other))
+            .zip(wanted)
+            .map(|(r, wanted)| match wanted {
+                true => codec::encode(r).map_err(io::Error::other),
+                false => Ok(Vec::new()),
+            })
             .collect()
     }
 

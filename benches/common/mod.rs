@@ -27,9 +27,12 @@ pub fn free_port() -> u16 {
     process::free_port().expect("no free loopback port")
 }
 
-/// The binary this bench was built with.
+/// The binary this bench was built with, or `BENCH_BINARY` when set (to profile another build
+/// under the same load).
 pub fn this_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_raftnode"))
+    std::env::var_os("BENCH_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_raftnode")))
 }
 
 /// Starts nodes 1..=3 of a cluster hosting `groups`, each with `env` added to its environment.

@@ -112,7 +112,7 @@ impl KvService for KvSvc {
                 .map_err(|e| e.to_status())?;
             Ok(Response::new(pb::GetReply {
                 found: value.is_some(),
-                value: value.map(|v| v.to_vec()).unwrap_or_default(),
+                value: value.unwrap_or_default(),
             }))
         })
         .await

@@ -1,8 +1,6 @@
 //! The store's operations, with their limits checked, on top of a node: what both client APIs
 //! (HTTP and gRPC) call.
 
-use bytes::Bytes;
-
 use crate::kv::store::{KvCommand, KvStore};
 use crate::node::{Node, ReadMode, RequestError};
 use crate::raft::types::GroupId;
@@ -101,7 +99,7 @@ impl Kv {
         group: GroupId,
         key: &str,
         mode: ReadMode,
-    ) -> Result<Option<Bytes>, KvError> {
+    ) -> Result<Option<Vec<u8>>, KvError> {
         self.check_key(key)?;
         Ok(self
             .node

@@ -1,12 +1,9 @@
 //! The KV store as a [`StateMachine`]: keys and values, the commands that change them, and the
-//! snapshot as a stream of pairs.
+//! snapshot as a count and a run of pairs.
 
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::sync::Arc;
-
-use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use crate::state_machine::{Committed, StateMachine};
 
@@ -35,16 +32,21 @@ pub struct KvResponse {
     pub existed: bool,
 }
 
-/// One group's keys and values. The map sits behind an `Arc`, so that a snapshot's view is a
-/// pointer copy; the next write after it copies the map once (copy on write).
+/// One group's keys and values, in memory.
+///
+/// Its snapshot view is the map already encoded: for an in-memory map, one sequential pass with
+/// writes paused costs less than a copy-on-write view, whose first write after a snapshot would
+/// copy every key (measured: a 256-client load lost about 6% to that copy and its frees). A
+/// state machine whose data lives in an engine with snapshots of its own would take a read
+/// transaction as its view instead, and stream from it.
 #[derive(Default)]
 pub struct KvStore {
-    data: Arc<BTreeMap<String, Bytes>>,
+    data: BTreeMap<String, Vec<u8>>,
 }
 
 impl KvStore {
     /// The value of `key`, if any.
-    pub fn get(&self, key: &str) -> Option<Bytes> {
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
         self.data.get(key).cloned()
     }
 
@@ -66,34 +68,33 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
 impl StateMachine for KvStore {
     type Command = KvCommand;
     type Response = KvResponse;
-    type Snapshot = Arc<BTreeMap<String, Bytes>>;
+    type Snapshot = Result<Vec<u8>, String>;
 
     fn apply(&mut self, batch: Vec<Committed<KvCommand>>) -> io::Result<Vec<KvResponse>> {
-        let data = Arc::make_mut(&mut self.data);
         Ok(batch
             .into_iter()
             .map(|c| KvResponse {
                 existed: match c.command {
-                    KvCommand::Put { key, value } => data.insert(key, Bytes::from(value)).is_some(),
-                    KvCommand::Delete { key } => data.remove(&key).is_some(),
+                    KvCommand::Put { key, value } => self.data.insert(key, value).is_some(),
+                    KvCommand::Delete { key } => self.data.remove(&key).is_some(),
                 },
             })
             .collect())
     }
 
+    /// A count, then each key and value as a MessagePack pair.
     fn snapshot(&self) -> Self::Snapshot {
-        self.data.clone()
+        let mut out = Vec::with_capacity(8 + self.data.len() * 64);
+        out.extend_from_slice(&(self.data.len() as u64).to_le_bytes());
+        for (k, v) in &self.data {
+            rmp_serde::encode::write(&mut out, &(k, serde_bytes::Bytes::new(v)))
+                .map_err(|e| format!("cannot encode key {k:?}: {e}"))?;
+        }
+        Ok(out)
     }
 
-    /// A count, then each key and value as a MessagePack pair: streamed, never encoded whole.
     fn write_snapshot(view: Self::Snapshot, out: &mut dyn Write) -> io::Result<()> {
-        out.write_all(&(view.len() as u64).to_le_bytes())?;
-        let mut out = out;
-        for (k, v) in view.iter() {
-            rmp_serde::encode::write(&mut out, &(k, serde_bytes::Bytes::new(v)))
-                .map_err(io::Error::other)?;
-        }
-        Ok(())
+        out.write_all(&view.map_err(io::Error::other)?)
     }
 
     fn restore(&mut self, input: &mut dyn Read) -> io::Result<()> {
@@ -105,9 +106,9 @@ impl StateMachine for KvStore {
         for _ in 0..n {
             let (k, v): (String, serde_bytes::ByteBuf) =
                 rmp_serde::decode::from_read(&mut input).map_err(invalid)?;
-            data.insert(k, Bytes::from(v.into_vec()));
+            data.insert(k, v.into_vec());
         }
-        self.data = Arc::new(data);
+        self.data = data;
         Ok(())
     }
 }

@@ -135,11 +135,12 @@ impl SmAdapter {
         }
         let replies = {
             let mut st = self.state_mut();
+            let wanted: Vec<bool> = run.iter().map(|(_, _, r)| r.is_some()).collect();
             let batch = run
                 .iter()
                 .map(|(id, c, _)| (id.index, c.as_slice()))
                 .collect();
-            let replies = st.machine.apply(batch).map_err(|e| {
+            let replies = st.machine.apply(batch, &wanted).map_err(|e| {
                 io::Error::new(
                     e.kind(),
                     format!("group {}: the state machine failed: {e}", self.shared.group),

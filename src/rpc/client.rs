@@ -50,7 +50,8 @@ pub async fn call<M: Rpc>(
     if !span.is_none() {
         crate::otel::propagation::inject_metadata(span, request.metadata_mut());
     }
-    request.set_timeout(timeout);
+    // The bound is kept here, not sent as `grpc-timeout`: that header would cost every Raft
+    // message a timer on the server, and a call this side gives up on is reset anyway.
     let reply = match tokio::time::timeout(timeout, client.call(request)).await {
         Err(_) => return Err(CallError::Timeout(timeout)),
         Ok(Err(status)) => return Err(CallError::Status(status)),
