@@ -201,8 +201,9 @@ settings! {
     /// Directory of the WAL, snapshots and the lock file. [default: ./raftnode-data]
     data_dir: PathBuf, env "RAFTNODE_DATA_DIR", value_name "DIR" => |s, v| s.node.data_dir = v;
 
-    /// gRPC addresses of all members, this node included: `1=host:port,2=host:port`. The lowest
-    /// id bootstraps each group on a fresh data dir. [default: this node alone]
+    /// gRPC addresses of all members, this node included: `1=host:port,2=host:port`. Members
+    /// take turns, by group id, at bootstrapping (and first leading) fresh groups. [default: this
+    /// node alone]
     peers: String, env "RAFTNODE_PEERS", value_name "ID=ADDR,..."
         => |s, v| s.node.peers = parse_peers(&v)?;
 
@@ -265,6 +266,12 @@ settings! {
     /// node-wide aggregates instead. [default: true]
     metrics_group_labels: bool, env "RAFTNODE_METRICS_GROUP_LABELS", value_name "BOOL"
         => |s, v| s.node.metrics_group_labels = v;
+
+    /// How often a node that leads more than its share of the groups transfers leadership to
+    /// nodes that lead fewer, at start and after restarts; 0 turns the balancer off.
+    /// [default: 2000]
+    leader_balance_ms: u64, env "RAFTNODE_LEADER_BALANCE_MS", value_name "MS"
+        => |s, v| s.node.leader_balance_ms = v;
 
     /// Count tasks, threads and connections per owner. Turn off only to measure what the
     /// accounting costs: leaks then go undetected. [default: true]
@@ -370,7 +377,7 @@ mod tests {
         );
         assert_eq!(s.node.groups, vec![1]);
         assert_eq!(s.node.http_addr, Some("127.0.0.1:8080".parse().unwrap()));
-        assert!(s.node.is_bootstrapper());
+        assert!(s.node.is_bootstrapper(1));
         assert!(s.tracing.is_none());
     }
 

@@ -186,9 +186,12 @@ impl Group {
 
 /// Counts leader changes as this node sees them, for `raftnode_raft_leader_changes_seen_total`:
 /// a move from one known leader to another. A group's first election is not a change, so that a
-/// group restarted a hundred times does not look like a flapping one.
+/// group restarted a hundred times does not look like a flapping one. It watches openraft's
+/// server metrics, which change only with the role, the vote or the membership: the full
+/// metrics are sent on every core-loop turn, ticks included, and would wake this task about
+/// fifty times a second per group for nothing.
 async fn watch_leader(raft: Raft, stats: Arc<GroupStats>, stop: CancellationToken) {
-    let mut rx = raft.metrics();
+    let mut rx = raft.server_metrics();
     let mut known = rx.borrow_watched().current_leader;
     loop {
         tokio::select! {

@@ -65,6 +65,10 @@ families! {
         "tokio's alive tasks minus every owned task: libraries spawning behind our back.";
     groups: IntGaugeVec = "raftnode_groups", [],
         "Raft groups running on this node.";
+    leaders: IntGaugeVec = "raftnode_raft_leaders", [],
+        "Groups this node leads, with or without per-group labels.";
+    leader_moves: IntCounterVec = "raftnode_raft_leader_moves_total", [],
+        "Leadership transfers the leader balancer asked for.";
     threads_by_name: IntGaugeVec = "raftnode_threads_by_name", ["prefix"],
         "OS threads of this process by name prefix, from /proc/self/task.";
     has_leader: IntGaugeVec = "raftnode_raft_has_leader", group,

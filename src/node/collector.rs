@@ -86,6 +86,12 @@ impl NodeCollector {
             f.threads_by_name.with_label_values(&[&prefix]).set(n);
         }
         let groups = core.registry.all();
+        f.leaders
+            .with_label_values(none)
+            .set(groups.iter().filter(|g| g.is_leader()).count() as i64);
+        f.leader_moves
+            .with_label_values(none)
+            .inc_by(core.leader_moves.load(Ordering::Relaxed));
         if per_group {
             for g in &groups {
                 set_group(&f, &[&g.id.to_string()], &figures(g));

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::node::error::NodeError;
+use crate::node::placement;
 use crate::raft::types::{GroupId, NodeId};
 
 /// Everything a node is started with. Build it with `..Default::default()` or through the
@@ -23,7 +24,7 @@ pub struct NodeConfig {
     /// The directory of the WAL, snapshots and the lock file.
     pub data_dir: PathBuf,
     /// Every member's gRPC address, this node included. Empty: this node alone, at
-    /// `grpc_addr`. The lowest id bootstraps each group on a fresh data dir.
+    /// `grpc_addr`. Members take turns, by group id, at bootstrapping fresh groups.
     pub peers: BTreeMap<NodeId, String>,
     /// Groups started with the node, each spanning all peers.
     pub groups: Vec<GroupId>,
@@ -49,6 +50,9 @@ pub struct NodeConfig {
     /// Label Raft metrics per group; off, `/metrics` exports node-wide aggregates (for
     /// thousands of groups).
     pub metrics_group_labels: bool,
+    /// How often the leader balancer runs: a node that leads more than its share of the
+    /// groups transfers some to the nodes that lead fewer. 0 turns it off.
+    pub leader_balance_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -70,6 +74,7 @@ impl Default for NodeConfig {
             wal_segment_bytes: 64 << 20,
             wal_checkpoint_bytes: 256 << 20,
             metrics_group_labels: true,
+            leader_balance_ms: 2000,
         }
     }
 }
@@ -147,9 +152,17 @@ impl NodeConfig {
         Ok((self, raft))
     }
 
-    /// The lowest member id bootstraps fresh groups, so that exactly one node does.
-    pub fn is_bootstrapper(&self) -> bool {
-        self.peers.keys().next() == Some(&self.node_id)
+    /// Whether this node bootstraps fresh group `group`: members take turns by group id
+    /// ([`placement::preferred_leader`]), so that exactly one node does, and the first leaders
+    /// are spread over the members.
+    pub fn is_bootstrapper(&self, group: GroupId) -> bool {
+        let members = self.peers.keys().copied().collect();
+        placement::preferred_leader(group, &members) == Some(self.node_id)
+    }
+
+    /// How often the leader balancer runs; `None` when it is off.
+    pub fn leader_balance(&self) -> Option<Duration> {
+        (self.leader_balance_ms > 0).then(|| Duration::from_millis(self.leader_balance_ms))
     }
 
     /// The request timeout.
@@ -181,7 +194,7 @@ mod tests {
     fn defaults_make_a_single_node_cluster() {
         let (c, raft) = NodeConfig::default().validate().unwrap();
         assert_eq!(c.peers.get(&1).map(String::as_str), Some("127.0.0.1:7070"));
-        assert!(c.is_bootstrapper());
+        assert!(c.is_bootstrapper(1) && c.is_bootstrapper(2));
         assert_eq!(raft.heartbeat_interval, 100);
     }
 

@@ -31,6 +31,8 @@ pub(crate) struct Running {
     pub storage: Storage,
     pub storage_owner: Owner,
     pub http: Option<HttpServer>,
+    /// The leader balancer's owner, when it runs.
+    pub balancer: Option<Owner>,
 }
 
 /// A running node hosting groups of state machine `S`. Clones share the node.
@@ -97,8 +99,8 @@ impl<S: StateMachine> Node<S> {
         self.core.lifecycle.is_ready()
     }
 
-    /// Starts group `id` here. If this is the group's lowest member and the group has no state
-    /// yet, it initialises the group with every configured peer; the other members must start
+    /// Starts group `id` here. If this node is the group's preferred leader (members take turns
+    /// by group id) and the group has no state yet, it initialises the group with every configured peer; the other members must start
     /// it too. Returns `false` when it was already running.
     pub async fn add_group(&self, id: GroupId) -> Result<bool, GroupOpError> {
         self.core.start_group(id, true).await

@@ -1,9 +1,10 @@
 //! What starts, in what order, and how it stops.
 //!
 //! Start: data dir lock → storage → listeners bound → peers and groups' dependencies → the
-//! shared RPC server → the HTTP server → groups → ready.
+//! shared RPC server → the HTTP server → groups → the leader balancer → ready.
 //!
-//! Stop (each phase within its budget from [`plan::node_stop`]): not ready → leadership handed
+//! Stop (each phase within its budget from [`plan::node_stop`]): not ready (the balancer
+//! stopped) → leadership handed
 //! over → groups stopped → peer channels closed → the shared RPC server drained → storage
 //! flushed and closed → HTTP server → the node's own verdict. Groups never close the shared
 //! server; the node does, after the last group has stopped. Every owner gets a verdict.
@@ -28,7 +29,7 @@ use crate::node::handle::{Node, Running, Servers};
 use crate::node::plan::{self, Phase};
 use crate::node::shared::{CoreParts, NodeCore};
 use crate::node::types::StopReport;
-use crate::node::{api, collector};
+use crate::node::{api, balancer, collector};
 use crate::rpc::network::NetworkDeps;
 use crate::rpc::peers::Peers;
 use crate::state_machine::StateMachine;
@@ -138,6 +139,7 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
             storage,
             storage_owner,
             http: None,
+            balancer: None,
         })),
         report: std::sync::OnceLock::new(),
     });
@@ -176,6 +178,16 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
         // 6. Groups, then ready.
         for g in &config.groups {
             core.start_group(*g, false).await?;
+        }
+        if let Some(every) = config.leader_balance() {
+            let owner = core.owner.child(OwnerKind::Node, "balancer");
+            owner.spawn(
+                "leader-balancer",
+                balancer::run(Arc::downgrade(&core), every, owner.token().clone()),
+            );
+            if let Some(r) = servers.running.lock().await.as_mut() {
+                r.balancer = Some(owner);
+            }
         }
         core.lifecycle.set_ready();
         tracing::info!(node = config.node_id, %grpc_addr, ?http_addr, "node ready");
@@ -243,7 +255,14 @@ async fn stop(core: &Arc<NodeCore>, servers: &Servers) -> Result<StopReport, Nod
 
 async fn shutdown(core: &Arc<NodeCore>, running: Running, c: &NodeConfig) {
     let p = plan::node_stop(c.shutdown_grace(), c.leak_deadline());
-    phase(&p, Phase::NotReady, async { core.lifecycle.set_draining() }).await;
+    phase(&p, Phase::NotReady, async {
+        core.lifecycle.set_draining();
+        // Before the hand-over, so that it never moves leadership back to this node.
+        if let Some(b) = &running.balancer {
+            b.stop(p.verdict(Phase::NotReady)).await;
+        }
+    })
+    .await;
     let groups = core.registry.all();
     phase(&p, Phase::HandOver, async {
         tracing::info!(

@@ -1,8 +1,8 @@
 //! The node: a value that owns the storage, the peer channels, the shared RPC server, the HTTP
 //! server and the groups of one raftnode process, built with [`Node::builder`] and stopped with
 //! [`Node::stop`]. Its start and stop order is in `lifecycle.rs`; what its servers share is in
-//! `shared.rs`; its policies (the shutdown plan, request routing, the successor choice) are plain
-//! functions in `plan.rs`, `route.rs` and `handover.rs`.
+//! `shared.rs`; its policies (the shutdown plan, request routing, the successor choice, where leadership
+//! lives) are plain functions in `plan.rs`, `route.rs`, `handover.rs` and `placement.rs`.
 //!
 //! ```no_run
 //! # use raftnode::{Node, ReadMode, StateMachine, Committed};
@@ -34,6 +34,7 @@
 //! ```
 
 mod api;
+mod balancer;
 mod builder;
 mod collector;
 pub mod config;
@@ -42,6 +43,7 @@ pub mod error;
 mod handle;
 pub mod handover;
 mod lifecycle;
+pub mod placement;
 pub mod plan;
 mod registry;
 pub mod route;

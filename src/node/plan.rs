@@ -66,8 +66,9 @@ impl Phase {
     /// The phase's share of the grace, in thousandths; they sum to 1000.
     fn permille(self) -> u32 {
         match self {
-            Phase::NotReady => 0,
-            Phase::HandOver => 250,
+            // Stopping the leader balancer: one task waiting on a timer.
+            Phase::NotReady => 20,
+            Phase::HandOver => 230,
             // The largest share: a node's groups are its most numerous owners, and each needs
             // openraft's shutdown and then its verdict.
             Phase::StopGroups => 300,
@@ -210,8 +211,8 @@ mod tests {
         let p = node_stop(MS(10_000), MS(5000));
         // (phase, budget, verdict deadline)
         let expected = [
-            (Phase::NotReady, 0, 0),
-            (Phase::HandOver, 2500, 2250),
+            (Phase::NotReady, 200, 180),
+            (Phase::HandOver, 2300, 2070),
             (Phase::StopGroups, 3000, 2700),
             (Phase::ClosePeers, 1000, 900),
             (Phase::DrainRpc, 1500, 1350),

@@ -71,6 +71,8 @@ pub(crate) struct NodeCore {
     pub registry: Registry,
     pub lifecycle: Lifecycle,
     pub rpc_metrics: Arc<RpcMetrics>,
+    /// Leadership transfers the leader balancer asked for.
+    pub leader_moves: std::sync::atomic::AtomicU64,
     /// Whether the data dir had no state when this process started: only then may the
     /// configured groups be bootstrapped, so a restarted node never re-initialises.
     fresh: bool,
@@ -109,6 +111,7 @@ impl NodeCore {
             registry: Registry::default(),
             lifecycle: Lifecycle::default(),
             rpc_metrics: p.rpc_metrics,
+            leader_moves: Default::default(),
             fresh: p.fresh,
             factory: p.factory,
             snapshot_dir,
@@ -141,8 +144,8 @@ impl NodeCore {
         self.registry.get(id).ok_or(RequestError::GroupNotFound(id))
     }
 
-    /// Starts group `id` on this node. Returns `false` when it was already running. The lowest
-    /// configured member bootstraps a group that has no state yet, at the first start of a fresh
+    /// Starts group `id` on this node. Returns `false` when it was already running. The
+    /// group's preferred leader bootstraps a group that has no state yet, at the first start of a fresh
     /// node or when an operator creates the group through the API (`explicit`).
     #[tracing::instrument(name = "group.start", skip_all, fields(group = id))]
     pub async fn start_group(&self, id: GroupId, explicit: bool) -> Result<bool, GroupOpError> {
@@ -154,7 +157,7 @@ impl NodeCore {
             return Ok(false);
         }
         let may_bootstrap = (self.fresh || explicit)
-            && self.config.is_bootstrapper()
+            && self.config.is_bootstrapper(id)
             && !self.deps.storage.has_group(id);
         let bootstrap = may_bootstrap.then(|| self.members());
         let owner = self.owner.child(OwnerKind::Group, id.to_string());

@@ -76,8 +76,9 @@ async fn group_cycle(
     groups: &[u64],
 ) -> Result<(), SoakError> {
     for g in groups {
-        // Last address first: when the bootstrapper (the lowest id, usually listed first) starts
-        // the group, its peers already host it and the first election succeeds at once.
+        // Last address first: the bootstrapper of group 1 (the lowest id, usually listed first)
+        // then starts it when its peers already host it, and the first election succeeds at
+        // once; other groups' bootstrappers may wait one election timeout.
         for a in addrs.iter().rev() {
             let code = status_code(client.put(format!("http://{a}/v1/groups/{g}"))).await;
             if !matches!(code, Some(200 | 201)) {

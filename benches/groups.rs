@@ -1,0 +1,361 @@
+//! Multi-raft benchmark: what a node costs as a function of the number of groups it hosts, on
+//! a local 3-node cluster of the optimised binary (metrics in aggregate mode). It prints:
+//! - per group count (`BENCH_GROUPS`, default `1,1000`): the time until every group has a
+//!   leader, leaders per node, then with no client traffic for `BENCH_IDLE_SECS` (default 10)
+//!   the CPU the three nodes use together (% of one core), and per node OS threads, tokio tasks,
+//!   RSS (and RSS per group above the one-group figure), and one `/metrics` scrape's time and size;
+//! - with 64 groups and 256 clients: put throughput, p50 and p99 when 1, 8 and 64 groups take
+//!   the writes (`BENCH_ACTIVE`), and fsyncs per acknowledged write;
+//! - the time until every group led by a SIGKILLed node has a new leader (the node that leads
+//!   the most groups of the largest count is killed);
+//! - the median time to start a group on all three nodes (until it has a leader) and stop it.
+//!
+//! `cargo bench --bench groups`. `BENCH_BASELINE=/path/to/another/raftnode` runs that build
+//! too, each scenario alternating between the two on fresh clusters; `BENCH_SECS` sets each
+//! load's length (default 5); `BENCH_DIR` puts the data dirs elsewhere.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use raftnode::harness::prom::Scrape;
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+fn list(name: &str, default: &str) -> Vec<u64> {
+    env_or(name, default)
+        .split(',')
+        .map(|s| s.trim().parse().expect("a list of numbers"))
+        .collect()
+}
+
+fn temp_dir() -> tempfile::TempDir {
+    match std::env::var_os("BENCH_DIR") {
+        Some(d) => tempfile::tempdir_in(d),
+        None => tempfile::tempdir(),
+    }
+    .expect("temp dir")
+}
+
+fn group_list(n: u64) -> String {
+    (1..=n).map(|g| g.to_string()).collect::<Vec<_>>().join(",")
+}
+
+fn aggregate() -> Vec<(String, String)> {
+    vec![(
+        "RAFTNODE_METRICS_GROUP_LABELS".to_string(),
+        "false".to_string(),
+    )]
+}
+
+async fn scrape(client: &reqwest::Client, node: &Node) -> Option<(Scrape, Duration, usize)> {
+    let t = Instant::now();
+    let text = client
+        .get(format!("http://{}/metrics", node.http))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    Some((Scrape::parse(&text), t.elapsed(), text.len()))
+}
+
+/// Groups each node leads (openraft's view, summed; in aggregate mode `is_leader` is a count).
+async fn leaders(client: &reqwest::Client, nodes: &[&Node]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for n in nodes {
+        let led = match scrape(client, n).await {
+            Some((s, _, _)) => s.sum("raftnode_raft_is_leader", &[]) as u64,
+            None => 0,
+        };
+        out.push(led);
+    }
+    out
+}
+
+/// Waits until the nodes together lead `groups` groups; the time it took, or `None` after
+/// `limit`.
+async fn until_all_led(
+    client: &reqwest::Client,
+    nodes: &[&Node],
+    groups: u64,
+    limit: Duration,
+) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if leaders(client, nodes).await.iter().sum::<u64>() >= groups {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+async fn wait_ready(client: &reqwest::Client, nodes: &[Node], limit: Duration) {
+    let start = Instant::now();
+    for n in nodes {
+        while start.elapsed() < limit {
+            let r = client.get(format!("http://{}/readyz", n.http)).send().await;
+            if matches!(r, Ok(ref r) if r.status().is_success()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+struct Idle {
+    elect: Option<Duration>,
+    leaders: Vec<u64>,
+    cpu_pct: f64,
+    threads: Vec<f64>,
+    tasks: Vec<f64>,
+    rss_mib: Vec<f64>,
+    scrape_ms: f64,
+    scrape_kb: f64,
+}
+
+async fn idle(binary: &Path, groups: u64, idle_secs: u64, client: &reqwest::Client) -> Idle {
+    let dir = temp_dir();
+    let start = Instant::now();
+    let nodes = start_cluster_of(binary, dir.path(), &group_list(groups), &aggregate());
+    let limit = Duration::from_secs(120);
+    wait_ready(client, &nodes, limit).await;
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let elect = until_all_led(client, &refs, groups, limit.saturating_sub(start.elapsed()))
+        .await
+        .map(|_| start.elapsed());
+    // Let the balancer (where there is one) and the start-up settle.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let leaders = leaders(client, &refs).await;
+    let cpu0 = cpu(client, &nodes).await;
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(idle_secs)).await;
+    let cpu_pct = (cpu(client, &nodes).await - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
+    let (mut threads, mut tasks, mut rss_mib) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut scrape_ms, mut scrape_kb) = (0.0f64, 0.0f64);
+    for n in &nodes {
+        if let Some((s, took, bytes)) = scrape(client, n).await {
+            threads.push(s.sum("process_threads", &[]));
+            tasks.push(s.sum("raftnode_runtime_alive_tasks", &[]));
+            rss_mib.push(s.sum("process_resident_memory_bytes", &[]) / (1 << 20) as f64);
+            scrape_ms = scrape_ms.max(took.as_secs_f64() * 1000.0);
+            scrape_kb = scrape_kb.max(bytes as f64 / 1024.0);
+        }
+    }
+    Idle {
+        elect,
+        leaders,
+        cpu_pct,
+        threads,
+        tasks,
+        rss_mib,
+        scrape_ms,
+        scrape_kb,
+    }
+}
+
+async fn cpu(client: &reqwest::Client, nodes: &[Node]) -> f64 {
+    let mut total = 0.0;
+    for n in nodes {
+        if let Some((s, _, _)) = scrape(client, n).await {
+            total += s.sum("process_cpu_seconds_total", &[]);
+        }
+    }
+    total
+}
+
+fn fmt_list(v: &[f64], digits: usize) -> String {
+    v.iter()
+        .map(|x| format!("{x:.digits$}"))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+struct Active {
+    rows: Vec<(u64, f64, f64, f64, f64)>,
+}
+
+/// 64 groups; `clients` closed-loop clients write to the first `k` groups through their leaders.
+async fn active(binary: &Path, ks: &[u64], secs: u64, client: &reqwest::Client) -> Active {
+    let dir = temp_dir();
+    let nodes = start_cluster_of(binary, dir.path(), &group_list(64), &aggregate());
+    wait_ready(client, &nodes, Duration::from_secs(60)).await;
+    let refs: Vec<&Node> = nodes.iter().collect();
+    until_all_led(client, &refs, 64, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut rows = Vec::new();
+    for &k in ks {
+        let mut targets = Vec::new();
+        for g in 1..=k {
+            let l = leader_of(client, &nodes, g).await;
+            targets.push((nodes[l].http.clone(), g));
+        }
+        let mut before = 0.0;
+        for n in &nodes {
+            before += fsyncs(client, n).await;
+        }
+        let r = load(client, &targets, 256, secs).await;
+        let mut after = 0.0;
+        for n in &nodes {
+            after += fsyncs(client, n).await;
+        }
+        rows.push((
+            k,
+            r.per_sec(),
+            pct(&r.latencies, 0.50),
+            pct(&r.latencies, 0.99),
+            (after - before) / r.ok.max(1) as f64,
+        ));
+    }
+    Active { rows }
+}
+
+/// SIGKILLs the node that leads the most of `groups` groups; the time until the two others
+/// lead them all, and how many the killed node led.
+async fn failover(binary: &Path, groups: u64, client: &reqwest::Client) -> (u64, Option<Duration>) {
+    let dir = temp_dir();
+    let mut nodes = start_cluster_of(binary, dir.path(), &group_list(groups), &aggregate());
+    let limit = Duration::from_secs(120);
+    wait_ready(client, &nodes, limit).await;
+    {
+        let refs: Vec<&Node> = nodes.iter().collect();
+        until_all_led(client, &refs, groups, limit).await;
+    }
+    // Idle for a while, as a quiet cluster would be.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let led = {
+        let refs: Vec<&Node> = nodes.iter().collect();
+        leaders(client, &refs).await
+    };
+    let (victim, most) = led
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, l)| **l)
+        .map(|(i, l)| (i, *l))
+        .unwrap_or((0, 0));
+    let _ = nodes[victim].child.kill();
+    let _ = nodes[victim].child.wait();
+    let t = Instant::now();
+    let dead = nodes.remove(victim);
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let took = until_all_led(client, &refs, groups, limit)
+        .await
+        .map(|_| t.elapsed());
+    drop(dead);
+    (most, took)
+}
+
+/// The median time to start a fresh group on all three nodes until it has a leader, and to
+/// stop it again on all three.
+async fn group_cycle(binary: &Path, client: &reqwest::Client) -> (f64, f64) {
+    let dir = temp_dir();
+    let nodes = start_cluster_of(binary, dir.path(), "1", &aggregate());
+    wait_ready(client, &nodes, Duration::from_secs(60)).await;
+    let (mut starts, mut stops) = (Vec::new(), Vec::new());
+    for g in 100..120u64 {
+        let t = Instant::now();
+        let puts = nodes.iter().rev().map(|n| {
+            client
+                .put(format!("http://{}/v1/groups/{g}", n.http))
+                .send()
+        });
+        futures::future::join_all(puts).await;
+        leader_of(client, &nodes, g).await;
+        starts.push(t.elapsed());
+        let t = Instant::now();
+        let dels = nodes.iter().map(|n| {
+            client
+                .delete(format!("http://{}/v1/groups/{g}", n.http))
+                .send()
+        });
+        futures::future::join_all(dels).await;
+        stops.push(t.elapsed());
+    }
+    starts.sort_unstable();
+    stops.sort_unstable();
+    (pct(&starts, 0.5), pct(&stops, 0.5))
+}
+
+#[tokio::main]
+async fn main() {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .build()
+        .expect("http client");
+    let mut builds: Vec<(&str, PathBuf)> = vec![("this", this_binary())];
+    if let Some(b) = std::env::var_os("BENCH_BASELINE") {
+        builds.push(("baseline", PathBuf::from(b)));
+    }
+    let counts = list("BENCH_GROUPS", "1,1000");
+    let ks = list("BENCH_ACTIVE", "1,8,64");
+    let idle_secs: u64 = env_or("BENCH_IDLE_SECS", "10").parse().expect("seconds");
+    let secs: u64 = env_or("BENCH_SECS", "5").parse().expect("seconds");
+
+    println!("== idle cost per group count ({idle_secs} s idle, 3 nodes, aggregate metrics)");
+    println!("build     groups  all-led(s)  leaders/node    cpu(%core,3 nodes)  threads/node  tasks/node        rss MiB/node      KiB/group  scrape ms/KiB");
+    let mut one_rss = std::collections::HashMap::new();
+    for &n in &counts {
+        for (name, bin) in &builds {
+            let r = idle(bin, n, idle_secs, &client).await;
+            let rss = r.rss_mib.iter().sum::<f64>() / r.rss_mib.len().max(1) as f64;
+            if n == 1 {
+                one_rss.insert(*name, rss);
+            }
+            let per_group = one_rss
+                .get(name)
+                .filter(|_| n > 1)
+                .map(|base| format!("{:.1}", (rss - base) * 1024.0 / n as f64))
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "{name:9} {n:6}  {:>10}  {:14}  {:18.1}  {:12}  {:16}  {:16}  {:>9}  {:.1}/{:.0}",
+                r.elect
+                    .map(|d| format!("{:.1}", d.as_secs_f64()))
+                    .unwrap_or_else(|| "never".into()),
+                r.leaders
+                    .iter()
+                    .map(|l| l.to_string())
+                    .collect::<Vec<_>>()
+                    .join("/"),
+                r.cpu_pct,
+                fmt_list(&r.threads, 0),
+                fmt_list(&r.tasks, 0),
+                fmt_list(&r.rss_mib, 0),
+                per_group,
+                r.scrape_ms,
+                r.scrape_kb,
+            );
+        }
+    }
+
+    println!("\n== 64 groups, 256 clients, writes to the first k groups ({secs} s each)");
+    println!("build      k   puts/s     p50 ms   p99 ms   fsyncs/write");
+    for (name, bin) in &builds {
+        let a = active(bin, &ks, secs, &client).await;
+        for (k, rate, p50, p99, f) in a.rows {
+            println!("{name:9} {k:3}  {rate:8.0}  {p50:8.1}  {p99:7.1}   {f:.3}");
+        }
+    }
+
+    let largest = counts.iter().copied().max().unwrap_or(1);
+    println!("\n== SIGKILL of the node leading the most of {largest} groups (after 10 s idle)");
+    for (name, bin) in &builds {
+        let (led, took) = failover(bin, largest, &client).await;
+        println!(
+            "{name:9} it led {led}; all led again after {}",
+            took.map(|d| format!("{:.1} s", d.as_secs_f64()))
+                .unwrap_or_else(|| "never (120 s)".into())
+        );
+    }
+
+    println!("\n== group start (until led) and stop on a live 3-node cluster, median of 20");
+    for (name, bin) in &builds {
+        let (start, stop) = group_cycle(bin, &client).await;
+        println!("{name:9} start {start:.0} ms, stop {stop:.0} ms");
+    }
+}
