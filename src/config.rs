@@ -273,6 +273,13 @@ settings! {
     leader_balance_ms: u64, env "RAFTNODE_LEADER_BALANCE_MS", value_name "MS"
         => |s, v| s.node.leader_balance_ms = v;
 
+    /// How long a group must be idle (no writes, log fully replicated) before its heartbeats
+    /// and election timers stop on every member; work, or the failure of a peer node, wakes it.
+    /// Idle groups then cost nearly nothing. 0 keeps every group's timers running.
+    /// [default: 3000]
+    quiesce_after_ms: u64, env "RAFTNODE_QUIESCE_AFTER_MS", value_name "MS"
+        => |s, v| s.node.quiesce_after_ms = v;
+
     /// Count tasks, threads and connections per owner. Turn off only to measure what the
     /// accounting costs: leaks then go undetected. [default: true]
     ledger_accounting: bool, env "RAFTNODE_LEDGER_ACCOUNTING", value_name "BOOL"

@@ -2,6 +2,7 @@
 //! Starting a group wires openraft to the shared storage and peer channels; stopping it shuts
 //! openraft down and then holds the group's owner to a zero count.
 
+pub mod quiesce;
 pub mod stats;
 
 use std::collections::BTreeMap;
@@ -62,6 +63,8 @@ pub struct GroupDeps {
     pub storage: Storage,
     /// What the network adapter needs.
     pub network: NetworkDeps,
+    /// Quiesced groups woken on this node, node-wide (a counter that survives group stops).
+    pub wakes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A running group.
@@ -75,6 +78,11 @@ pub struct Group {
     /// Its proposal and leader-change counters.
     pub stats: Arc<GroupStats>,
     owner: Owner,
+    /// Whether the group is quiesced here (openraft's tick off). Changed only with the tick,
+    /// under this lock, so that a wake racing a quiesce can never leave the tick off while the
+    /// flag says awake.
+    quiesced: std::sync::Mutex<bool>,
+    wakes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Group {
@@ -126,6 +134,8 @@ impl Group {
             sm,
             stats,
             owner,
+            quiesced: std::sync::Mutex::new(false),
+            wakes: deps.wakes.clone(),
         };
         if let Some(members) = bootstrap {
             if let Err(e) = group.bootstrap(members).await {
@@ -155,6 +165,98 @@ impl Group {
             Err(e) if e.api_error().is_none() => Err(fail(e.to_string())),
             _ => Ok(()),
         }
+    }
+
+    /// Whether the group is quiesced on this node.
+    pub fn is_quiesced(&self) -> bool {
+        *self.quiesced.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes the group if it was quiesced: its timers run again (a leader heartbeats at its
+    /// next tick, a follower's election timer runs). Returns whether it was quiesced.
+    pub fn wake(&self) -> bool {
+        let mut q = self.quiesced.lock().unwrap_or_else(|e| e.into_inner());
+        if *q {
+            self.raft.runtime_config().tick(true);
+            *q = false;
+            self.wakes.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// Wakes the group for work that just arrived, and when this node leads it, renews the
+    /// leader's lease first (one heartbeat round, bounded by an election timeout): after a
+    /// long sleep the lease is stale, and a write or lease read would be refused.
+    ///
+    /// Only a leader wakes for work: a follower's replica forwards it, and wakes when its leader
+    /// sends the entries. Waking it here would start its election timer with a stale lease, and
+    /// its first tick would campaign against a live leader.
+    pub async fn wake_for_work(&self) {
+        if !self.is_leader() || !self.wake() {
+            return;
+        }
+        let bound = Duration::from_millis(self.raft.config().election_timeout_max);
+        // Boxed: it is awaited inside every request's future, which it would otherwise deepen
+        // past the compiler's layout limit.
+        let renew = Box::pin(
+            self.raft
+                .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex),
+        );
+        let _ = tokio::time::timeout(bound, renew).await;
+    }
+
+    /// Quiesces the group on this node (no heartbeats, no election timer), unless work arrived
+    /// since its last log index was `last_log`. Returns whether it is quiesced now. The check and
+    /// the switch happen under the same lock as [`Group::wake`], and a proposal counts itself
+    /// before it wakes the group, so that no proposal lands on a group that goes to sleep.
+    pub fn quiesce_if(&self, last_log: Option<u64>) -> bool {
+        let mut q = self.quiesced.lock().unwrap_or_else(|e| e.into_inner());
+        if *q {
+            return true;
+        }
+        let idle = self.stats.proposals_pending.load(Ordering::Relaxed) <= 0
+            && self.raft.metrics().borrow_watched().last_log_index == last_log;
+        if idle {
+            self.raft.runtime_config().tick(false);
+            *q = true;
+        }
+        idle
+    }
+
+    /// What this node knows of the group as a follower, for a leader's quiesce request.
+    pub fn follower_facts(&self) -> quiesce::FollowerFacts {
+        let m = self.raft.metrics().borrow_watched().clone();
+        quiesce::FollowerFacts {
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log: m.last_log_index,
+            committed: m.local_committed.map(|l| l.index),
+        }
+    }
+
+    /// What this node knows of the group as its leader (`None` when it does not lead it),
+    /// with `quiet_rounds` from the caller's own count.
+    pub fn leader_facts(&self, quiet_rounds: u32) -> Option<quiesce::LeaderFacts> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.current_leader != Some(m.id) {
+            return None;
+        }
+        Some(quiesce::LeaderFacts {
+            me: m.id,
+            term: m.current_term,
+            voters: m.membership_config.membership().voter_ids().collect(),
+            matched: m
+                .replication
+                .as_ref()
+                .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
+                .unwrap_or_default(),
+            last_log: m.last_log_index,
+            committed: m.local_committed.map(|l| l.index),
+            applied: m.last_applied.map(|l| l.index),
+            pending: self.stats.proposals_pending.load(Ordering::Relaxed).max(0) as u64,
+            quiet_rounds,
+        })
     }
 
     /// The group's owner in the ledger.

@@ -65,10 +65,16 @@ families! {
         "tokio's alive tasks minus every owned task: libraries spawning behind our back.";
     groups: IntGaugeVec = "raftnode_groups", [],
         "Raft groups running on this node.";
-    leaders: IntGaugeVec = "raftnode_raft_leaders", [],
+    leaders: IntGaugeVec = "raftnode_groups_led", [],
         "Groups this node leads, with or without per-group labels.";
     leader_moves: IntCounterVec = "raftnode_raft_leader_moves_total", [],
         "Leadership transfers the leader balancer asked for.";
+    quiesced: IntGaugeVec = "raftnode_groups_quiesced", [],
+        "Groups whose timers are stopped on this node because they are idle.";
+    wakes: IntCounterVec = "raftnode_raft_group_wakes_total", [],
+        "Quiesced groups woken on this node (by work, by a message, or by a peer's failure).";
+    peers_live: IntGaugeVec = "raftnode_peers_live", [],
+        "Other members whose node answered the liveness probe within an election timeout.";
     threads_by_name: IntGaugeVec = "raftnode_threads_by_name", ["prefix"],
         "OS threads of this process by name prefix, from /proc/self/task.";
     has_leader: IntGaugeVec = "raftnode_raft_has_leader", group,

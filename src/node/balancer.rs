@@ -12,6 +12,7 @@ use openraft::async_runtime::WatchReceiver;
 
 use crate::group::Group;
 use crate::node::handover;
+use crate::node::periodic::Periodic;
 use crate::node::placement::{self, GroupView};
 use crate::node::shared::NodeCore;
 
@@ -48,19 +49,8 @@ pub(crate) async fn run(
     every: Duration,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first tick is immediate; give elections a round first.
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let Some(core) = core.upgrade() else { return };
-        if core.lifecycle.is_draining() {
-            return;
-        }
+    let mut ticks = Periodic::new(core, every, stop);
+    while let Some(core) = ticks.next().await {
         round(&core).await;
     }
 }

@@ -92,6 +92,15 @@ impl NodeCollector {
         f.leader_moves
             .with_label_values(none)
             .inc_by(core.leader_moves.load(Ordering::Relaxed));
+        f.quiesced
+            .with_label_values(none)
+            .set(groups.iter().filter(|g| g.is_quiesced()).count() as i64);
+        f.wakes
+            .with_label_values(none)
+            .inc_by(core.deps.wakes.load(Ordering::Relaxed));
+        f.peers_live
+            .with_label_values(none)
+            .set(core.live_peers.load(Ordering::Relaxed) as i64);
         if per_group {
             for g in &groups {
                 set_group(&f, &[&g.id.to_string()], &figures(g));

@@ -53,6 +53,10 @@ pub struct NodeConfig {
     /// How often the leader balancer runs: a node that leads more than its share of the
     /// groups transfers some to the nodes that lead fewer. 0 turns it off.
     pub leader_balance_ms: u64,
+    /// How long a group must be idle (no proposal, log fully replicated and applied) before
+    /// its timers stop on every member, until work or a peer's failure wakes it. 0 keeps every
+    /// group's timers running.
+    pub quiesce_after_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -75,6 +79,7 @@ impl Default for NodeConfig {
             wal_checkpoint_bytes: 256 << 20,
             metrics_group_labels: true,
             leader_balance_ms: 2000,
+            quiesce_after_ms: 3000,
         }
     }
 }
@@ -163,6 +168,16 @@ impl NodeConfig {
     /// How often the leader balancer runs; `None` when it is off.
     pub fn leader_balance(&self) -> Option<Duration> {
         (self.leader_balance_ms > 0).then(|| Duration::from_millis(self.leader_balance_ms))
+    }
+
+    /// How often the quiescer's rounds run (a group sleeps after a few quiet rounds); `None`
+    /// when quiescence is off.
+    pub fn quiesce_round(&self) -> Option<Duration> {
+        (self.quiesce_after_ms > 0).then(|| {
+            Duration::from_millis(
+                (self.quiesce_after_ms / u64::from(crate::group::quiesce::QUIET_ROUNDS)).max(1),
+            )
+        })
     }
 
     /// The request timeout.

@@ -33,6 +33,8 @@ pub(crate) struct Running {
     pub http: Option<HttpServer>,
     /// The leader balancer's owner, when it runs.
     pub balancer: Option<Owner>,
+    /// The quiescer's owner (its probe and its rounds), when it runs.
+    pub quiescer: Option<Owner>,
 }
 
 /// A running node hosting groups of state machine `S`. Clones share the node.

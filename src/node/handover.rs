@@ -69,6 +69,13 @@ pub fn followers(g: &Group) -> (NodeId, BTreeSet<NodeId>, Vec<Follower>) {
 /// For every group this node leads, asks openraft to transfer leadership to the best-caught-up
 /// responsive voter, then waits (bounded by `wait`) until each group reports another leader.
 pub async fn hand_over_leadership(groups: &[Arc<Group>], wait: Duration) {
+    // Sleeping groups first wake, with a heartbeat round: the successor is chosen among the
+    // voters that answered recently, which no member of a quiesced group has.
+    let wakes = groups
+        .iter()
+        .filter(|g| g.is_quiesced() && g.is_leader())
+        .map(|g| g.wake_for_work());
+    let _ = tokio::time::timeout(wait / 4, futures::future::join_all(wakes)).await;
     let mut pending = Vec::new();
     for g in groups {
         if !g.is_leader() {

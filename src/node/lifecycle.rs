@@ -29,7 +29,7 @@ use crate::node::handle::{Node, Running, Servers};
 use crate::node::plan::{self, Phase};
 use crate::node::shared::{CoreParts, NodeCore};
 use crate::node::types::StopReport;
-use crate::node::{api, balancer, collector};
+use crate::node::{api, balancer, collector, quiescer};
 use crate::rpc::network::NetworkDeps;
 use crate::rpc::peers::Peers;
 use crate::state_machine::StateMachine;
@@ -121,6 +121,7 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
             max_message_bytes: MAX_MESSAGE_BYTES,
             metrics: rpc_metrics.clone(),
         },
+        wakes: Default::default(),
     };
     let core = NodeCore::new(CoreParts {
         config: config.clone(),
@@ -140,6 +141,7 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
             storage_owner,
             http: None,
             balancer: None,
+            quiescer: None,
         })),
         report: std::sync::OnceLock::new(),
     });
@@ -187,6 +189,20 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
             );
             if let Some(r) = servers.running.lock().await.as_mut() {
                 r.balancer = Some(owner);
+            }
+        }
+        if let Some(every) = config.quiesce_round() {
+            let owner = core.owner.child(OwnerKind::Node, "quiescer");
+            let live = Arc::new(quiescer::Liveness::default());
+            let weak = Arc::downgrade(&core);
+            let stop = owner.token().clone();
+            owner.spawn(
+                "liveness-probe",
+                quiescer::probe(weak.clone(), live.clone(), stop.clone()),
+            );
+            owner.spawn("quiesce-rounds", quiescer::rounds(weak, live, every, stop));
+            if let Some(r) = servers.running.lock().await.as_mut() {
+                r.quiescer = Some(owner);
             }
         }
         core.lifecycle.set_ready();
@@ -258,9 +274,14 @@ async fn shutdown(core: &Arc<NodeCore>, running: Running, c: &NodeConfig) {
     phase(&p, Phase::NotReady, async {
         core.lifecycle.set_draining();
         // Before the hand-over, so that it never moves leadership back to this node.
-        if let Some(b) = &running.balancer {
-            b.stop(p.verdict(Phase::NotReady)).await;
-        }
+        // The quiescer too: a draining node's groups are about to change leaders, and the
+        // hand-over wakes every group it leads.
+        let background = [&running.balancer, &running.quiescer];
+        let stops = background
+            .into_iter()
+            .flatten()
+            .map(|o| o.stop(p.verdict(Phase::NotReady)));
+        futures::future::join_all(stops).await;
     })
     .await;
     let groups = core.registry.all();

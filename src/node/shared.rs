@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use openraft::async_runtime::WatchReceiver;
 use openraft::raft::linearizable_read::Linearizer;
 use openraft::raft::ReadPolicy;
 use openraft::BasicNode;
 use tonic::service::Routes;
 use tracing::Instrument;
 
-use crate::group::{Group, GroupDeps};
+use crate::group::{quiesce, Group, GroupDeps};
 use crate::ledger::{Ledger, Owner, OwnerKind};
 use crate::metrics::RpcMetrics;
 use crate::node::config::{NodeConfig, MAX_MESSAGE_BYTES};
@@ -29,7 +30,7 @@ use crate::node::types::ReadMode;
 use crate::raft::state_machine::Raft;
 use crate::raft::types::{GroupId, NodeId, Proposal, Reply};
 use crate::rpc::client::{self, CallError};
-use crate::rpc::methods::{rpc, Proposed, ReadIndexRequest, Refusal};
+use crate::rpc::methods::{rpc, Proposed, QuiesceRequest, ReadIndexRequest, Refusal};
 use crate::rpc::router::Router;
 use crate::rpc::server::{RpcServer, Services};
 use crate::state_machine::ErasedStateMachine;
@@ -73,6 +74,8 @@ pub(crate) struct NodeCore {
     pub rpc_metrics: Arc<RpcMetrics>,
     /// Leadership transfers the leader balancer asked for.
     pub leader_moves: std::sync::atomic::AtomicU64,
+    /// Other members whose node answers the liveness probe (set by the quiescer).
+    pub live_peers: std::sync::atomic::AtomicU64,
     /// Whether the data dir had no state when this process started: only then may the
     /// configured groups be bootstrapped, so a restarted node never re-initialises.
     fresh: bool,
@@ -112,6 +115,7 @@ impl NodeCore {
             lifecycle: Lifecycle::default(),
             rpc_metrics: p.rpc_metrics,
             leader_moves: Default::default(),
+            live_peers: Default::default(),
             fresh: p.fresh,
             factory: p.factory,
             snapshot_dir,
@@ -179,6 +183,8 @@ impl NodeCore {
         crate::node::handover::hand_over_leadership(std::slice::from_ref(&group), plan.handover)
             .await;
         self.registry.remove(id);
+        // Its replicas elsewhere may sleep, trusting this node, which stays alive: wake them.
+        self.wake_members(&group, plan.handover).await;
         #[cfg(feature = "leak-injection")]
         self.injected
             .before_group_stop(&group, self.config.grpc_addr);
@@ -200,7 +206,9 @@ impl NodeCore {
     /// Proposes on this node only: the path of a forwarded proposal, and the first attempt of
     /// every proposal.
     async fn propose_here(&self, g: &Group, command: Vec<u8>) -> Result<Proposed, Refusal> {
+        // Counted before the wake, so that the quiescer never puts the group to sleep under it.
         let guard = g.stats.proposal();
+        g.wake_for_work().await;
         // From submit through commit to apply: client_write answers once the entry is applied
         // here. The entry carries this span's context to every node, so that replication and
         // apply on every member join the proposal's trace.
@@ -304,6 +312,7 @@ impl NodeCore {
             let g = self.client_group(group)?;
             let linearizer = match leader {
                 None => {
+                    g.wake_for_work().await;
                     let policy = if lease {
                         ReadPolicy::LeaseRead
                     } else {
@@ -399,6 +408,45 @@ impl NodeCore {
         }
     }
 
+    /// Calls `M` for `group` on peer `to` at `addr` over its shared channel, untraced.
+    pub(crate) async fn call_peer<M: crate::rpc::methods::Rpc>(
+        &self,
+        to: NodeId,
+        addr: &str,
+        group: GroupId,
+        req: &M::Request,
+        timeout: Duration,
+    ) -> Result<M::Response, String> {
+        let channel = self
+            .deps
+            .network
+            .peers
+            .channel(to, addr)
+            .map_err(|e| e.to_string())?;
+        let mut c = client::client(channel, MAX_MESSAGE_BYTES);
+        client::call::<M>(&mut c, group, req, timeout, &tracing::Span::none())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Wakes `g`'s replicas on the other members, bounded by `bound`: when this node stops
+    /// hosting a group and stays alive, their liveness probes would never wake them.
+    async fn wake_members(&self, g: &Group, bound: Duration) {
+        let m = g.raft.metrics().borrow_watched().clone();
+        let me = self.node_id();
+        let members: Vec<(NodeId, String)> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != me)
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect();
+        let wakes = members
+            .iter()
+            .map(|(id, addr)| self.call_peer::<rpc::Ping>(*id, addr, g.id, &(), bound));
+        let _ = tokio::time::timeout(bound, futures::future::join_all(wakes)).await;
+    }
+
     /// Sends `M` for `group` to the leader at `addr` over its shared channel.
     async fn forward<M: crate::rpc::methods::Rpc>(
         &self,
@@ -418,8 +466,41 @@ impl NodeCore {
 }
 
 impl Router for NodeCore {
-    fn raft(&self, group: GroupId) -> Option<Raft> {
-        self.registry.get(group).map(|g| g.raft.clone())
+    fn raft(&self, group: GroupId, wake: bool) -> Option<Raft> {
+        let g = self.registry.get(group)?;
+        if wake {
+            g.wake();
+        }
+        Some(g.raft.clone())
+    }
+
+    fn quiesce(&self, req: &QuiesceRequest) -> Vec<bool> {
+        // A draining node keeps its timers: its groups are about to change leaders.
+        let draining = self.lifecycle.is_draining();
+        req.groups
+            .iter()
+            .map(|item| {
+                let Some(g) = self.registry.get(item.group) else {
+                    return false;
+                };
+                if draining || !quiesce::follower_accepts(&g.follower_facts(), req.leader, item) {
+                    return false;
+                }
+                g.quiesce_if(Some(item.last_log))
+            })
+            .collect()
+    }
+
+    fn wake(&self, group: GroupId) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(g) = self.registry.get(group) {
+                g.wake_for_work().await;
+            }
+        })
+    }
+
+    fn draining(&self) -> bool {
+        self.lifecycle.is_draining()
     }
 
     fn snapshot_dir(&self) -> &Path {

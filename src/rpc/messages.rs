@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::raft::types::{LogId, NodeId, Reply, SnapshotMeta, TypeConfig, Vote};
+use crate::raft::types::{GroupId, LogId, NodeId, Reply, SnapshotMeta, TypeConfig, Vote};
 
 /// A snapshot as it travels: the leader's vote, the snapshot's metadata and its file's bytes.
 pub type SnapshotTransfer = (Vote, SnapshotMeta, serde_bytes::ByteBuf);
@@ -57,4 +57,26 @@ pub struct ReadIndexGrant {
     pub read_log_id: openraft::raft::linearizable_read::ReadLogId<TypeConfig>,
     /// What the leader had applied when it granted it.
     pub applied: Option<LogId>,
+}
+
+/// One group of a leader's quiesce request: the leader's term and its last (committed,
+/// applied) log index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuiesceItem {
+    /// The group.
+    pub group: GroupId,
+    /// The leader's term in it.
+    pub term: u64,
+    /// Its last log index, committed and applied.
+    pub last_log: u64,
+}
+
+/// A leader's request that a member stop the timers of idle groups, for many groups at once:
+/// one message per peer and round, whatever the number of groups.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuiesceRequest {
+    /// The leader asking (this node leads every group listed).
+    pub leader: NodeId,
+    /// The groups.
+    pub groups: Vec<QuiesceItem>,
 }

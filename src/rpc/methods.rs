@@ -21,7 +21,7 @@ use crate::raft::state_machine::{Raft, Snapshot};
 use crate::raft::types::{GroupId, Proposal, TypeConfig};
 use crate::rpc::codec;
 pub use crate::rpc::messages::{
-    Proposed, ReadIndexGrant, ReadIndexRequest, Refusal, SnapshotTransfer,
+    Proposed, QuiesceRequest, ReadIndexGrant, ReadIndexRequest, Refusal, SnapshotTransfer,
 };
 use crate::rpc::router::Router;
 use crate::storage::snapshot_file::SnapshotFile;
@@ -60,8 +60,14 @@ impl Ctx {
         Ctx { router, group }
     }
 
+    /// The group's openraft instance, woken if it was quiesced: every message but a bare
+    /// heartbeat means the group has work.
     fn raft(&self) -> Result<Raft, Status> {
-        self.router.raft(self.group).ok_or_else(|| {
+        self.raft_waking(true)
+    }
+
+    fn raft_waking(&self, wake: bool) -> Result<Raft, Status> {
+        self.router.raft(self.group, wake).ok_or_else(|| {
             Status::not_found(format!("group {} is not running on this node", self.group))
         })
     }
@@ -161,7 +167,12 @@ raft_methods! {
     /// Log entries (or a heartbeat) from the leader.
     AppendEntries = 3, "append_entries", span "raft.append_entries", WithParent,
         AppendEntriesRequest<TypeConfig> => AppendEntriesResponse<TypeConfig>,
-        |ctx, r| async move { Ok(ctx.raft()?.append_entries(r).await.map_err(text)) };
+        |ctx, r| async move {
+            // A heartbeat leaves a quiesced follower asleep: its leader's node is alive, which
+            // the liveness probe watches anyway; entries wake it.
+            let raft = ctx.raft_waking(!r.entries.is_empty())?;
+            Ok(raft.append_entries(r).await.map_err(text))
+        };
     /// A whole snapshot from the leader, to a follower whose log it has purged.
     InstallSnapshot = 4, "install_snapshot", span "raft.install_snapshot", Always,
         SnapshotTransfer => SnapshotResponse<TypeConfig>,
@@ -182,7 +193,15 @@ raft_methods! {
     /// The leader handing its leadership to this node.
     TransferLeader = 5, "transfer_leader", span "raft.transfer_leader", Never,
         TransferLeaderRequest<TypeConfig> => TransferLeaderResponse<TypeConfig>,
-        |ctx, r| async move { Ok(ctx.raft()?.handle_transfer_leader(r).await.map_err(text)) };
+        |ctx, r| async move {
+            let raft = ctx.raft()?;
+            // A draining node hands its leaderships away; taking one back would leave the group
+            // without a leader once it stops. The leader hears the refusal and stays.
+            if ctx.router.draining() && r.to_node_id() == raft.node_id() {
+                return Ok(Err("this node is draining and takes no leadership".to_string()));
+            }
+            Ok(raft.handle_transfer_leader(r).await.map_err(text))
+        };
     /// A proposal that a follower hands to the leader. Never forwarded again.
     Propose = 6, "propose", span "raft.forwarded_propose", WithParent,
         Proposal => Result<Proposed, Refusal>,
@@ -190,7 +209,26 @@ raft_methods! {
     /// A follower asking the leader for a read index, to serve a linearizable read itself.
     ReadIndex = 7, "read_index", span "raft.read_index", WithParent,
         ReadIndexRequest => Result<ReadIndexGrant, Refusal>,
-        |ctx, r| async move { Ok(Ok(read_index(&ctx.raft()?, r).await)) };
+        |ctx, r| async move {
+            // Woken with its lease renewed: a lease read on a group that slept would fail.
+            ctx.router.wake(ctx.group).await;
+            Ok(Ok(read_index(&ctx.raft()?, r).await))
+        };
+    /// The leader of idle groups asking this member to stop their timers; one answer per group.
+    Quiesce = 8, "quiesce", span "raft.quiesce", Never,
+        QuiesceRequest => Vec<bool>,
+        |ctx, r| async move { Ok(Ok(ctx.router.quiesce(&r))) };
+    /// Node-level liveness, for group 0: quiesced groups rely on it to learn that their
+    /// leader's node is gone. For any other group, it also wakes that group here (its leader
+    /// stops hosting it).
+    Ping = 9, "ping", span "raft.ping", Never,
+        () => (),
+        |ctx, _r| async move {
+            if ctx.group != 0 {
+                let _ = ctx.router.raft(ctx.group, true);
+            }
+            Ok(Ok(()))
+        };
 }
 
 /// Grants a read index if this node leads the group.

@@ -8,12 +8,24 @@ use futures::future::BoxFuture;
 
 use crate::raft::state_machine::Raft;
 use crate::raft::types::{GroupId, Proposal};
-use crate::rpc::messages::{Proposed, Refusal};
+use crate::rpc::messages::{Proposed, QuiesceRequest, Refusal};
 
 /// The node's side of the shared server.
 pub trait Router: Send + Sync + 'static {
-    /// The openraft instance of `group`, if the group runs on this node.
-    fn raft(&self, group: GroupId) -> Option<Raft>;
+    /// The openraft instance of `group`, if the group runs on this node; `wake` wakes the
+    /// group first if it was quiesced.
+    fn raft(&self, group: GroupId, wake: bool) -> Option<Raft>;
+
+    /// A leader's request that this node's replicas of idle groups quiesce: for each group
+    /// listed, whether it did.
+    fn quiesce(&self, req: &QuiesceRequest) -> Vec<bool>;
+
+    /// Wakes `group` if it was quiesced and, if this node leads it, renews its lease, so that
+    /// the request that woke it is served at once.
+    fn wake(&self, group: GroupId) -> BoxFuture<'_, ()>;
+
+    /// Whether this node is stopping: it then takes no leadership.
+    fn draining(&self) -> bool;
 
     /// Where snapshots received from leaders are written before they are installed.
     fn snapshot_dir(&self) -> &Path;

@@ -1,0 +1,302 @@
+//! When an idle group may stop its timers, as plain functions. A quiesced group costs nothing
+//! while nothing happens: its leader sends no heartbeats and its followers run no election
+//! timers (openraft's tick is off on every member). That is safe only while every member
+//! agrees on a fully replicated, fully applied log, and only while the leader's node is alive:
+//! the node-level liveness probe wakes the groups of a node that stops answering.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::ids::NodeId;
+pub use crate::rpc::messages::{QuiesceItem, QuiesceRequest};
+
+/// Quiet rounds before a leader asks to quiesce: a group that was written a moment ago is
+/// likely written again soon, and waking costs a heartbeat round.
+pub const QUIET_ROUNDS: u32 = 3;
+
+/// What the leader of a group knows, from its openraft metrics and counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaderFacts {
+    /// The leader's node.
+    pub me: NodeId,
+    /// Its term (named in the request, not part of the decision).
+    pub term: u64,
+    /// The group's voters.
+    pub voters: BTreeSet<NodeId>,
+    /// Every other member's matched log index (learners included).
+    pub matched: BTreeMap<NodeId, Option<u64>>,
+    /// The leader's last log index.
+    pub last_log: Option<u64>,
+    /// Its committed index.
+    pub committed: Option<u64>,
+    /// Its applied index.
+    pub applied: Option<u64>,
+    /// Proposals in flight.
+    pub pending: u64,
+    /// Consecutive rounds in which the last log index did not move.
+    pub quiet_rounds: u32,
+}
+
+/// Whether the leader may quiesce the group now: it has been quiet for `rounds` rounds, nothing
+/// is in flight, every entry is committed and applied, every member has every entry, and the
+/// node of every member answers the liveness probe (`live`), so that each can be told.
+pub fn may_quiesce(f: &LeaderFacts, rounds: u32, live: &BTreeSet<NodeId>) -> bool {
+    let Some(last) = f.last_log else {
+        return false;
+    };
+    let others: BTreeSet<NodeId> = f
+        .voters
+        .iter()
+        .chain(f.matched.keys())
+        .copied()
+        .filter(|n| *n != f.me)
+        .collect();
+    f.quiet_rounds >= rounds
+        && f.pending == 0
+        && f.committed == Some(last)
+        && f.applied == Some(last)
+        && f.voters.contains(&f.me)
+        && others
+            .iter()
+            .all(|n| live.contains(n) && f.matched.get(n) == Some(&Some(last)))
+}
+
+/// What a follower knows when its leader asks it to quiesce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FollowerFacts {
+    /// The leader it follows.
+    pub leader: Option<NodeId>,
+    /// Its term.
+    pub term: u64,
+    /// Its last log index.
+    pub last_log: Option<u64>,
+    /// Its committed index.
+    pub committed: Option<u64>,
+}
+
+/// Whether a follower accepts: it follows that leader in that term, and has every entry the
+/// leader has, committed. Anything else, and the follower keeps its timers, the leader hears
+/// the refusal and keeps its own.
+pub fn follower_accepts(f: &FollowerFacts, leader: NodeId, item: &QuiesceItem) -> bool {
+    f.leader == Some(leader)
+        && f.term == item.term
+        && f.last_log == Some(item.last_log)
+        && f.committed == Some(item.last_log)
+}
+
+/// Which member of a quiesced group whose leader's node died campaigns at once. The others
+/// wake one election timeout later (or at the new leader's first message), so that two
+/// survivors do not split the vote by campaigning together. Every survivor computes the same
+/// answer from the same membership: the first live voter after the dead leader, in id order
+/// (wrapping), which spreads the new leaderships of one dead node over the survivors by group.
+pub fn campaigner(
+    group: u64,
+    voters: &BTreeSet<NodeId>,
+    dead: NodeId,
+    live: &BTreeSet<NodeId>,
+) -> Option<NodeId> {
+    let candidates: Vec<NodeId> = voters
+        .iter()
+        .copied()
+        .filter(|v| *v != dead && live.contains(v))
+        .collect();
+    if candidates.is_empty() {
+        return None;
+    }
+    Some(candidates[(group as usize) % candidates.len()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ids: &[NodeId]) -> BTreeSet<NodeId> {
+        ids.iter().copied().collect()
+    }
+
+    fn idle_leader() -> LeaderFacts {
+        LeaderFacts {
+            me: 1,
+            term: 2,
+            voters: set(&[1, 2, 3]),
+            matched: [(2, Some(7)), (3, Some(7))].into_iter().collect(),
+            last_log: Some(7),
+            committed: Some(7),
+            applied: Some(7),
+            pending: 0,
+            quiet_rounds: 3,
+        }
+    }
+
+    #[test]
+    fn leader_table() {
+        let live = set(&[1, 2, 3]);
+        let cases: Vec<(&str, LeaderFacts, BTreeSet<NodeId>, bool)> = vec![
+            ("idle and replicated", idle_leader(), live.clone(), true),
+            (
+                "not quiet long enough",
+                LeaderFacts {
+                    quiet_rounds: 2,
+                    ..idle_leader()
+                },
+                live.clone(),
+                false,
+            ),
+            (
+                "a proposal in flight",
+                LeaderFacts {
+                    pending: 1,
+                    ..idle_leader()
+                },
+                live.clone(),
+                false,
+            ),
+            (
+                "a follower behind",
+                LeaderFacts {
+                    matched: [(2, Some(7)), (3, Some(6))].into_iter().collect(),
+                    ..idle_leader()
+                },
+                live.clone(),
+                false,
+            ),
+            (
+                "a follower never replicated",
+                LeaderFacts {
+                    matched: [(2, Some(7)), (3, None)].into_iter().collect(),
+                    ..idle_leader()
+                },
+                live.clone(),
+                false,
+            ),
+            (
+                "a voter missing from replication",
+                LeaderFacts {
+                    matched: [(2, Some(7))].into_iter().collect(),
+                    ..idle_leader()
+                },
+                live.clone(),
+                false,
+            ),
+            (
+                "not committed",
+                LeaderFacts {
+                    committed: Some(6),
+                    ..idle_leader()
+                },
+                live.clone(),
+                false,
+            ),
+            (
+                "not applied",
+                LeaderFacts {
+                    applied: Some(6),
+                    ..idle_leader()
+                },
+                live.clone(),
+                false,
+            ),
+            ("a member's node down", idle_leader(), set(&[1, 2]), false),
+            (
+                "a learner behind",
+                LeaderFacts {
+                    matched: [(2, Some(7)), (3, Some(7)), (4, Some(5))]
+                        .into_iter()
+                        .collect(),
+                    ..idle_leader()
+                },
+                set(&[1, 2, 3, 4]),
+                false,
+            ),
+            (
+                "empty log",
+                LeaderFacts {
+                    last_log: None,
+                    ..idle_leader()
+                },
+                live.clone(),
+                false,
+            ),
+            (
+                "a single-member group",
+                LeaderFacts {
+                    voters: set(&[1]),
+                    matched: BTreeMap::new(),
+                    ..idle_leader()
+                },
+                set(&[1]),
+                true,
+            ),
+        ];
+        for (case, facts, live, want) in cases {
+            assert_eq!(may_quiesce(&facts, 3, &live), want, "{case}");
+        }
+    }
+
+    #[test]
+    fn follower_table() {
+        let item = QuiesceItem {
+            group: 1,
+            term: 4,
+            last_log: 9,
+        };
+        let ok = FollowerFacts {
+            leader: Some(1),
+            term: 4,
+            last_log: Some(9),
+            committed: Some(9),
+        };
+        let cases = [
+            ("in step", ok, true),
+            (
+                "another leader",
+                FollowerFacts {
+                    leader: Some(2),
+                    ..ok
+                },
+                false,
+            ),
+            ("no leader", FollowerFacts { leader: None, ..ok }, false),
+            ("another term", FollowerFacts { term: 5, ..ok }, false),
+            (
+                "behind",
+                FollowerFacts {
+                    last_log: Some(8),
+                    ..ok
+                },
+                false,
+            ),
+            (
+                "ahead (uncommitted tail)",
+                FollowerFacts {
+                    last_log: Some(10),
+                    ..ok
+                },
+                false,
+            ),
+            (
+                "not yet told of the commit",
+                FollowerFacts {
+                    committed: Some(8),
+                    ..ok
+                },
+                false,
+            ),
+        ];
+        for (case, facts, want) in cases {
+            assert_eq!(follower_accepts(&facts, 1, &item), want, "{case}");
+        }
+    }
+
+    #[test]
+    fn one_campaigner_per_group_spread_over_survivors() {
+        let voters = set(&[1, 2, 3]);
+        let live = set(&[2, 3]);
+        let got: Vec<_> = (1..=4)
+            .map(|g| campaigner(g, &voters, 1, &live).unwrap())
+            .collect();
+        assert_eq!(got, vec![3, 2, 3, 2]);
+        assert_eq!(campaigner(1, &voters, 1, &set(&[])), None);
+        // A voter that is itself down never campaigns.
+        assert_eq!(campaigner(1, &voters, 1, &set(&[3])), Some(3));
+    }
+}

@@ -1,0 +1,309 @@
+//! The quiescer: idle groups stop their timers, and the node watches its peers so that a
+//! sleeping group still elects a new leader when its leader's node dies.
+//!
+//! An idle group costs openraft a tick every few milliseconds on every member (heartbeats,
+//! election timers, a metrics rebuild), so a node's idle cost grows with its groups. Here, a
+//! leader whose group has been quiet for a few rounds asks the other members, one message per
+//! peer for all such groups, to stop their timers; when every member agreed, it stops its own
+//! (the decision is [`quiesce::may_quiesce`] and [`quiesce::follower_accepts`]). Any work wakes
+//! a group again: a proposal, a read, a membership change, a vote or an append with entries.
+//!
+//! What replaces the per-group timers is one liveness probe per peer node: a `ping` every
+//! heartbeat interval. When a peer stops answering for an election timeout, the sleeping
+//! groups it led wake here: one member per group (the same for every survivor,
+//! [`quiesce::campaigner`]) campaigns at once, the others wake two election timeouts later,
+//! so that a node's death never starts thousands of competing elections. When a peer answers
+//! again, the sleeping groups this node leads with it wake, so that the restarted peer hears
+//! its leader before its own election timer runs out.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use openraft::async_runtime::WatchReceiver;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::group::quiesce::{self, QuiesceItem, QuiesceRequest};
+use crate::group::Group;
+use crate::ids::{GroupId, NodeId};
+use crate::node::periodic::Periodic;
+use crate::node::shared::NodeCore;
+use crate::rpc::methods::rpc;
+
+use crate::group::quiesce::QUIET_ROUNDS;
+
+/// Groups per quiesce message: bounds one message whatever the number of groups.
+const BATCH: usize = 2048;
+
+/// The peers that answer the probe, shared by the probe and the rounds.
+#[derive(Default)]
+pub(crate) struct Liveness {
+    live: Mutex<BTreeSet<NodeId>>,
+}
+
+impl Liveness {
+    fn get(&self) -> BTreeSet<NodeId> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, live: BTreeSet<NodeId>) {
+        *self.live.lock().unwrap_or_else(|e| e.into_inner()) = live;
+    }
+}
+
+/// The liveness probe: pings every peer each heartbeat interval, and acts when one goes down
+/// or comes back.
+pub(crate) async fn probe(core: Weak<NodeCore>, live: Arc<Liveness>, stop: CancellationToken) {
+    let Some((every, dead_after, peers)) = core.upgrade().map(|c| {
+        let me = c.node_id();
+        let peers: Vec<(NodeId, String)> = c
+            .config
+            .peers
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .map(|(id, a)| (*id, a.clone()))
+            .collect();
+        let every = Duration::from_millis(c.config.heartbeat_ms);
+        (every, c.config.election_timeout(), peers)
+    }) else {
+        return;
+    };
+    let mut last_ok: HashMap<NodeId, Instant> = HashMap::new();
+    let mut was_live = BTreeSet::new();
+    // Groups to wake later: non-campaigners of a dead leader's groups.
+    let mut later: Vec<(Instant, GroupId)> = Vec::new();
+    let mut ticks = Periodic::new(core, every, stop);
+    while let Some(core) = ticks.next().await {
+        // Each answer is stamped when it arrives, and a ping waits at most half the dead
+        // interval: a peer that hangs must never make the others look silent.
+        let pings = peers.iter().map(|(id, addr)| {
+            let core = &core;
+            async move {
+                let ok = core
+                    .call_peer::<rpc::Ping>(*id, addr, 0, &(), dead_after / 2)
+                    .await
+                    .is_ok();
+                (*id, ok.then(Instant::now))
+            }
+        });
+        for (id, at) in futures::future::join_all(pings).await {
+            if let Some(at) = at {
+                last_ok.insert(id, at);
+            }
+        }
+        let now = Instant::now();
+        let live_now: BTreeSet<NodeId> = peers
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| last_ok.get(id).is_some_and(|t| now - *t < dead_after))
+            .collect();
+        core.live_peers
+            .store(live_now.len() as u64, Ordering::Relaxed);
+        live.set(live_now.clone());
+        for dead in was_live.difference(&live_now) {
+            tracing::warn!(
+                peer = dead,
+                "peer node stopped answering the liveness probe"
+            );
+            on_down(&core, *dead, &live_now, now + dead_after * 2, &mut later);
+        }
+        for back in live_now.difference(&was_live) {
+            tracing::info!(peer = back, "peer node answers the liveness probe");
+            on_up(&core, *back);
+        }
+        was_live = live_now;
+        later.retain(|(due, group)| {
+            if *due > now {
+                return true;
+            }
+            if let Some(g) = core.registry.get(*group) {
+                g.wake();
+            }
+            false
+        });
+    }
+}
+
+/// `dead`'s node stopped answering: the sleeping groups it led wake, their campaigner at once.
+fn on_down(
+    core: &NodeCore,
+    dead: NodeId,
+    live: &BTreeSet<NodeId>,
+    later_at: Instant,
+    later: &mut Vec<(Instant, GroupId)>,
+) {
+    let me = core.node_id();
+    let mut with_me = live.clone();
+    with_me.insert(me);
+    let (mut campaigns, mut delayed) = (0usize, 0usize);
+    for g in core.registry.all() {
+        if !g.is_quiesced() {
+            continue;
+        }
+        let m = g.raft.metrics().borrow_watched().clone();
+        if m.current_leader != Some(dead) {
+            continue;
+        }
+        let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+        if quiesce::campaigner(g.id, &voters, dead, &with_me) == Some(me) {
+            g.wake();
+            let raft = g.raft.clone();
+            let owner = g.owner().clone();
+            owner.spawn("campaign", async move {
+                let _ = raft.trigger().elect(true).await;
+            });
+            campaigns += 1;
+        } else {
+            later.push((later_at, g.id));
+            delayed += 1;
+        }
+    }
+    if campaigns + delayed > 0 {
+        tracing::info!(
+            peer = dead,
+            campaigns,
+            delayed,
+            "waking the sleeping groups the lost peer led"
+        );
+    }
+}
+
+/// `back`'s node answers again: the sleeping groups this node leads with it wake.
+fn on_up(core: &NodeCore, back: NodeId) {
+    for g in core.registry.all() {
+        if !g.is_quiesced() || !g.is_leader() {
+            continue;
+        }
+        let m = g.raft.metrics().borrow_watched().clone();
+        if m.membership_config
+            .membership()
+            .nodes()
+            .any(|(id, _)| *id == back)
+        {
+            g.wake();
+        }
+    }
+}
+
+/// The rounds: every `every`, the groups this node leads that have been quiet for
+/// [`QUIET_ROUNDS`] rounds are proposed to quiesce to their other members, in one message
+/// per peer.
+pub(crate) async fn rounds(
+    core: Weak<NodeCore>,
+    live: Arc<Liveness>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut quiet: HashMap<GroupId, (Option<u64>, u32)> = HashMap::new();
+    let mut ticks = Periodic::new(core, every, stop);
+    while let Some(core) = ticks.next().await {
+        round(&core, &live.get(), &mut quiet, every).await;
+    }
+}
+
+async fn round(
+    core: &NodeCore,
+    live: &BTreeSet<NodeId>,
+    quiet: &mut HashMap<GroupId, (Option<u64>, u32)>,
+    every: Duration,
+) {
+    let me = core.node_id();
+    let mut with_me = live.clone();
+    with_me.insert(me);
+    let mut batches: BTreeMap<NodeId, Vec<QuiesceItem>> = BTreeMap::new();
+    let mut candidates: Vec<(Arc<Group>, Option<u64>, Vec<NodeId>)> = Vec::new();
+    let groups = core.registry.all();
+    let present: BTreeSet<GroupId> = groups.iter().map(|g| g.id).collect();
+    quiet.retain(|g, _| present.contains(g));
+    for g in groups {
+        if g.is_quiesced() {
+            quiet.remove(&g.id);
+            continue;
+        }
+        let Some(mut facts) = g.leader_facts(0) else {
+            quiet.remove(&g.id);
+            continue;
+        };
+        let e = quiet.entry(g.id).or_insert((facts.last_log, 0));
+        if e.0 == facts.last_log {
+            e.1 = e.1.saturating_add(1);
+        } else {
+            *e = (facts.last_log, 0);
+        }
+        facts.quiet_rounds = e.1;
+        if !quiesce::may_quiesce(&facts, QUIET_ROUNDS, &with_me) {
+            continue;
+        }
+        let Some(last_log) = facts.last_log else {
+            continue;
+        };
+        let item = QuiesceItem {
+            group: g.id,
+            term: facts.term,
+            last_log,
+        };
+        let others: Vec<NodeId> = facts
+            .voters
+            .iter()
+            .chain(facts.matched.keys())
+            .copied()
+            .filter(|n| *n != me)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for o in &others {
+            batches.entry(*o).or_default().push(item);
+        }
+        candidates.push((g, facts.last_log, others));
+    }
+    if candidates.is_empty() {
+        return;
+    }
+    // Every peer's batches at once: a slow peer delays this round, not the others' answers.
+    let asks = batches.into_iter().map(|(peer, items)| async move {
+        let mut accepted = BTreeSet::new();
+        let Some(addr) = core.config.peers.get(&peer) else {
+            return (peer, accepted);
+        };
+        for chunk in items.chunks(BATCH) {
+            let req = QuiesceRequest {
+                leader: me,
+                groups: chunk.to_vec(),
+            };
+            match core
+                .call_peer::<rpc::Quiesce>(peer, addr, 0, &req, every)
+                .await
+            {
+                Ok(answers) => accepted.extend(
+                    chunk
+                        .iter()
+                        .zip(answers)
+                        .filter(|(_, ok)| *ok)
+                        .map(|(i, _)| i.group),
+                ),
+                Err(e) => {
+                    tracing::debug!(peer, error = %e, "quiesce request failed");
+                    break;
+                }
+            }
+        }
+        (peer, accepted)
+    });
+    let accepted: HashMap<NodeId, BTreeSet<GroupId>> =
+        futures::future::join_all(asks).await.into_iter().collect();
+    let mut slept = 0usize;
+    for (g, last_log, others) in candidates {
+        let all = others
+            .iter()
+            .all(|o| accepted.get(o).is_some_and(|s| s.contains(&g.id)));
+        if all && g.quiesce_if(last_log) {
+            quiet.remove(&g.id);
+            slept += 1;
+        }
+    }
+    if slept > 0 {
+        tracing::debug!(groups = slept, "idle groups quiesced");
+    }
+}
