@@ -12,7 +12,8 @@
 //!
 //! `cargo bench --bench groups`. `BENCH_BASELINE=/path/to/another/raftnode` runs that build
 //! too, each scenario alternating between the two on fresh clusters; `BENCH_SECS` sets each
-//! load's length (default 5); `BENCH_DIR` puts the data dirs elsewhere.
+//! load's length (default 5); `BENCH_DIR` puts the data dirs elsewhere; `BENCH_ONLY` runs only
+//! the named sections (`idle,active,failover,cycle`, the default being all).
 
 mod common;
 use common::*;
@@ -303,22 +304,26 @@ async fn main() {
     let idle_secs: u64 = env_or("BENCH_IDLE_SECS", "10").parse().expect("seconds");
     let secs: u64 = env_or("BENCH_SECS", "5").parse().expect("seconds");
 
-    println!("== idle cost per group count ({idle_secs} s idle, 3 nodes, aggregate metrics)");
-    println!("build     groups  all-led(s)  leaders/node    cpu(%core,3 nodes)  threads/node  tasks/node        rss MiB/node      KiB/group  scrape ms/KiB");
-    let mut one_rss = std::collections::HashMap::new();
-    for &n in &counts {
-        for (name, bin) in &builds {
-            let r = idle(bin, n, idle_secs, &client).await;
-            let rss = r.rss_mib.iter().sum::<f64>() / r.rss_mib.len().max(1) as f64;
-            if n == 1 {
-                one_rss.insert(*name, rss);
-            }
-            let per_group = one_rss
-                .get(name)
-                .filter(|_| n > 1)
-                .map(|base| format!("{:.1}", (rss - base) * 1024.0 / n as f64))
-                .unwrap_or_else(|| "-".into());
-            println!(
+    let only = env_or("BENCH_ONLY", "idle,active,failover,cycle");
+    let run = |section: &str| only.split(',').any(|s| s.trim() == section);
+
+    if run("idle") {
+        println!("== idle cost per group count ({idle_secs} s idle, 3 nodes, aggregate metrics)");
+        println!("build     groups  all-led(s)  leaders/node    cpu(%core,3 nodes)  threads/node  tasks/node        rss MiB/node      KiB/group  scrape ms/KiB");
+        let mut one_rss = std::collections::HashMap::new();
+        for &n in &counts {
+            for (name, bin) in &builds {
+                let r = idle(bin, n, idle_secs, &client).await;
+                let rss = r.rss_mib.iter().sum::<f64>() / r.rss_mib.len().max(1) as f64;
+                if n == 1 {
+                    one_rss.insert(*name, rss);
+                }
+                let per_group = one_rss
+                    .get(name)
+                    .filter(|_| n > 1)
+                    .map(|base| format!("{:.1}", (rss - base) * 1024.0 / n as f64))
+                    .unwrap_or_else(|| "-".into());
+                println!(
                 "{name:9} {n:6}  {:>10}  {:14}  {:18.1}  {:12}  {:16}  {:16}  {:>9}  {:.1}/{:.0}",
                 r.elect
                     .map(|d| format!("{:.1}", d.as_secs_f64()))
@@ -336,32 +341,39 @@ async fn main() {
                 r.scrape_ms,
                 r.scrape_kb,
             );
+            }
         }
     }
 
-    println!("\n== 64 groups, 256 clients, writes to the first k groups ({secs} s each)");
-    println!("build      k   puts/s     p50 ms   p99 ms   fsyncs/write");
-    for (name, bin) in &builds {
-        let a = active(bin, &ks, secs, &client).await;
-        for (k, rate, p50, p99, f) in a.rows {
-            println!("{name:9} {k:3}  {rate:8.0}  {p50:8.1}  {p99:7.1}   {f:.3}");
+    if run("active") {
+        println!("\n== 64 groups, 256 clients, writes to the first k groups ({secs} s each)");
+        println!("build      k   puts/s     p50 ms   p99 ms   fsyncs/write");
+        for (name, bin) in &builds {
+            let a = active(bin, &ks, secs, &client).await;
+            for (k, rate, p50, p99, f) in a.rows {
+                println!("{name:9} {k:3}  {rate:8.0}  {p50:8.1}  {p99:7.1}   {f:.3}");
+            }
         }
     }
 
     let largest = counts.iter().copied().max().unwrap_or(1);
-    println!("\n== SIGKILL of the node leading the most of {largest} groups (after 10 s idle)");
-    for (name, bin) in &builds {
-        let (led, took) = failover(bin, largest, &client).await;
-        println!(
-            "{name:9} it led {led}; all led again after {}",
-            took.map(|d| format!("{:.1} s", d.as_secs_f64()))
-                .unwrap_or_else(|| "never (120 s)".into())
-        );
+    if run("failover") {
+        println!("\n== SIGKILL of the node leading the most of {largest} groups (after 10 s idle)");
+        for (name, bin) in &builds {
+            let (led, took) = failover(bin, largest, &client).await;
+            println!(
+                "{name:9} it led {led}; all led again after {}",
+                took.map(|d| format!("{:.1} s", d.as_secs_f64()))
+                    .unwrap_or_else(|| "never (120 s)".into())
+            );
+        }
     }
 
-    println!("\n== group start (until led) and stop on a live 3-node cluster, median of 20");
-    for (name, bin) in &builds {
-        let (start, stop) = group_cycle(bin, &client).await;
-        println!("{name:9} start {start:.0} ms, stop {stop:.0} ms");
+    if run("cycle") {
+        println!("\n== group start (until led) and stop on a live 3-node cluster, median of 20");
+        for (name, bin) in &builds {
+            let (start, stop) = group_cycle(bin, &client).await;
+            println!("{name:9} start {start:.0} ms, stop {stop:.0} ms");
+        }
     }
 }

@@ -42,6 +42,7 @@ const CONTRACT: &[&str] = &[
     "raftnode_raft_proposals_pending",
     "raftnode_storage_fsync_duration_seconds",
     "raftnode_peer_round_trip_time_seconds",
+    "raftnode_peer_batch_messages",
     "raftnode_rpc_requests_total",
     "raftnode_trace_spans_exported_total",
     "raftnode_trace_spans_dropped_total",

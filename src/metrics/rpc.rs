@@ -7,12 +7,14 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
 pub struct RpcMetrics {
     /// `raftnode_peer_round_trip_time_seconds{peer}`.
     pub peer_rtt: HistogramVec,
+    /// `raftnode_peer_batch_messages{peer}`.
+    pub peer_batch: HistogramVec,
     /// `raftnode_rpc_requests_total{service,method,code}`.
     pub requests: IntCounterVec,
 }
 
 impl RpcMetrics {
-    /// The two families, not yet registered.
+    /// The families, not yet registered.
     pub fn new() -> Result<RpcMetrics, prometheus::Error> {
         Ok(RpcMetrics {
             peer_rtt: HistogramVec::new(
@@ -22,6 +24,16 @@ impl RpcMetrics {
                 )
                 .buckets(vec![
                     0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                ]),
+                &["peer"],
+            )?,
+            peer_batch: HistogramVec::new(
+                HistogramOpts::new(
+                    "raftnode_peer_batch_messages",
+                    "Raft messages per batch sent to a peer, per peer node id.",
+                )
+                .buckets(vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
                 ]),
                 &["peer"],
             )?,

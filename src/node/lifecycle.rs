@@ -30,8 +30,9 @@ use crate::node::plan::{self, Phase};
 use crate::node::shared::{CoreParts, NodeCore};
 use crate::node::types::StopReport;
 use crate::node::{api, balancer, collector, quiescer};
+use crate::rpc::batcher::BatchLimits;
 use crate::rpc::network::NetworkDeps;
-use crate::rpc::peers::Peers;
+use crate::rpc::peers::{Batching, Peers};
 use crate::state_machine::StateMachine;
 use crate::storage::{Storage, StorageOptions};
 
@@ -117,7 +118,15 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
         storage: storage.clone(),
         network: NetworkDeps {
             node_id: config.node_id,
-            peers: Peers::new(node.clone(), config.election_timeout()),
+            peers: Peers::new(
+                node.clone(),
+                config.election_timeout(),
+                Batching {
+                    limits: BatchLimits::for_message_bound(MAX_MESSAGE_BYTES),
+                    max_message_bytes: MAX_MESSAGE_BYTES,
+                    sizes: rpc_metrics.peer_batch.clone(),
+                },
+            ),
             max_message_bytes: MAX_MESSAGE_BYTES,
             metrics: rpc_metrics.clone(),
         },
@@ -163,6 +172,7 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
             servers_storage(&servers).await.fsync_histogram().clone(),
         ))?;
         metrics.register(Box::new(core.rpc_metrics.peer_rtt.clone()))?;
+        metrics.register(Box::new(core.rpc_metrics.peer_batch.clone()))?;
         metrics.register(Box::new(core.rpc_metrics.requests.clone()))?;
         metrics.register(Box::new(collector::NodeCollector::new(&core)?))?;
         for c in b.collectors {

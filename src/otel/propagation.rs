@@ -120,7 +120,12 @@ pub fn inject_metadata(span: &tracing::Span, md: &mut tonic::metadata::MetadataM
 
 /// The `traceparent` of the current span when it is being recorded, to store with a proposal.
 pub fn current_traceparent() -> Option<String> {
-    let cx = tracing::Span::current().context();
+    traceparent_of(&tracing::Span::current())
+}
+
+/// The `traceparent` of `span` when it is being recorded.
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
     if !cx.span().span_context().is_sampled() {
         return None;
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tonic::transport::Channel;
 
 use crate::raft::types::GroupId;
+use crate::rpc::batcher::Batcher;
 use crate::rpc::codec;
 use crate::rpc::methods::Rpc;
 use crate::rpc::pb::raft_service_client::RaftServiceClient;
@@ -32,6 +33,23 @@ pub fn client(channel: Channel, max_message_bytes: usize) -> RaftServiceClient<C
         .max_encoding_message_size(max_message_bytes)
 }
 
+/// The wire form of one call of `M` for `group`.
+fn request<M: Rpc>(group: GroupId, req: &M::Request) -> Result<RaftRequest, CallError> {
+    Ok(RaftRequest {
+        group_id: group,
+        payload: codec::encode(req).map_err(CallError::Status)?,
+        method: M::METHOD.code(),
+        traceparent: String::new(),
+    })
+}
+
+/// The remote side answers `Result<Response, String>`; a reply that does not decode is the
+/// peer's fault, reported like any other failed call.
+fn response<M: Rpc>(payload: &[u8]) -> Result<M::Response, CallError> {
+    let result: Result<M::Response, String> = codec::decode(payload).map_err(CallError::Status)?;
+    result.map_err(CallError::Remote)
+}
+
 /// Calls `M` for `group`, bounded by `timeout`. When `span` is recorded, its context travels
 /// in the request's metadata, so that the peer's work joins the caller's trace.
 pub async fn call<M: Rpc>(
@@ -41,12 +59,7 @@ pub async fn call<M: Rpc>(
     timeout: Duration,
     span: &tracing::Span,
 ) -> Result<M::Response, CallError> {
-    let payload = codec::encode(req).map_err(CallError::Status)?;
-    let mut request = tonic::Request::new(RaftRequest {
-        group_id: group,
-        payload,
-        method: M::METHOD.code(),
-    });
+    let mut request = tonic::Request::new(request::<M>(group, req)?);
     if !span.is_none() {
         crate::otel::propagation::inject_metadata(span, request.metadata_mut());
     }
@@ -57,9 +70,30 @@ pub async fn call<M: Rpc>(
         Ok(Err(status)) => return Err(CallError::Status(status)),
         Ok(Ok(r)) => r.into_inner(),
     };
-    // The remote side answers Result<Response, String>; a reply that does not decode is the
-    // peer's fault, reported like any other failed call.
-    let result: Result<M::Response, String> =
-        codec::decode(&reply.payload).map_err(CallError::Status)?;
-    result.map_err(CallError::Remote)
+    response::<M>(&reply.payload)
+}
+
+/// Calls `M` for `group` in the peer's next batch, bounded by `timeout`; a recorded `span`'s
+/// context travels in the call itself.
+pub async fn call_batched<M: Rpc>(
+    batcher: &Batcher,
+    group: GroupId,
+    req: &M::Request,
+    timeout: Duration,
+    span: &tracing::Span,
+) -> Result<M::Response, CallError> {
+    let mut request = request::<M>(group, req)?;
+    if !span.is_none() {
+        if let Some(tp) = crate::otel::propagation::traceparent_of(span) {
+            request.traceparent = tp;
+        }
+    }
+    let payload = match batcher.call(request, timeout).await {
+        Ok(payload) => payload,
+        Err(s) if s.code() == tonic::Code::DeadlineExceeded => {
+            return Err(CallError::Timeout(timeout))
+        }
+        Err(s) => return Err(CallError::Status(s)),
+    };
+    response::<M>(&payload)
 }

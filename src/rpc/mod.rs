@@ -1,7 +1,8 @@
 //! Everything that crosses the network between nodes: the one shared tonic server, the one
-//! channel per peer address, the table of node-to-node methods, the typed call over it, and
-//! openraft's network adapter on top of those.
+//! channel per peer address with its batching queue, the table of node-to-node methods, the
+//! typed call over it, and openraft's network adapter on top of those.
 
+pub mod batcher;
 pub mod client;
 pub mod codec;
 pub mod messages;

@@ -1,5 +1,6 @@
 //! openraft's network adapter: each group's messages to a peer go over that peer's shared
-//! channel, tagged with the group id. Thin by design: pick the method, call, map errors.
+//! channel, tagged with the group id; votes and appends (heartbeats included) join the peer's
+//! batches. Thin by design: pick the method, call, map errors.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,8 +22,9 @@ use crate::ledger::{Direction, Owner};
 use crate::metrics::RpcMetrics;
 use crate::raft::state_machine::Snapshot;
 use crate::raft::types::{Entry, GroupId, NodeId, TypeConfig, Vote};
+use crate::rpc::batcher::Batcher;
 use crate::rpc::client::{self, CallError};
-use crate::rpc::methods::{rpc, Rpc};
+use crate::rpc::methods::{rpc, Method, Rpc};
 use crate::rpc::pb::raft_service_client::RaftServiceClient;
 use crate::rpc::peers::Peers;
 
@@ -57,8 +59,11 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
     type Network = GroupNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GroupNetwork {
-        let client = match self.deps.peers.channel(target, &node.addr) {
-            Ok(channel) => Ok(client::client(channel, self.deps.max_message_bytes)),
+        let client = match self.deps.peers.link(target, &node.addr) {
+            Ok(link) => Ok(Link {
+                alone: client::client(link.channel, self.deps.max_message_bytes),
+                batched: link.batcher,
+            }),
             Err(e) => Err(e.to_string()),
         };
         GroupNetwork {
@@ -83,11 +88,27 @@ pub struct GroupNetwork {
     target: NodeId,
     /// An address that cannot even be parsed is reported on every call, not at creation,
     /// because openraft's factory cannot fail.
-    client: Result<RaftServiceClient<Channel>, String>,
+    client: Result<Link, String>,
     /// The group's owner: each call in flight counts as one of its outbound streams on the
     /// shared channel, the group-level analogue of JRaft's per-group connections.
     owner: Owner,
     rtt: prometheus::Histogram,
+}
+
+/// The two ways to the peer: alone, for the rare large calls (snapshots, transfers), and in
+/// the peer's batches, for the steady stream of votes and appends.
+struct Link {
+    alone: RaftServiceClient<Channel>,
+    batched: Batcher,
+}
+
+/// Whether `method` joins the peer's batches. A snapshot would hold up every message batched
+/// with it, and a transfer is rare; both travel alone.
+fn batched(method: Method) -> bool {
+    matches!(
+        method,
+        Method::AppendEntries | Method::Vote | Method::PreVote
+    )
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,9 +157,15 @@ impl GroupNetwork {
             format!("{} {}", self.target, M::METHOD.name()),
         );
         let started = std::time::Instant::now();
-        let result = client::call::<M>(client, self.group, req, ttl, &span)
-            .instrument(span.clone())
-            .await;
+        let result = if batched(M::METHOD) {
+            client::call_batched::<M>(&client.batched, self.group, req, ttl, &span)
+                .instrument(span.clone())
+                .await
+        } else {
+            client::call::<M>(&mut client.alone, self.group, req, ttl, &span)
+                .instrument(span.clone())
+                .await
+        };
         match result {
             Ok(r) => {
                 self.rtt.observe(started.elapsed().as_secs_f64());
@@ -162,7 +189,6 @@ impl GroupNetwork {
 }
 
 fn rpc_type<M: Rpc>() -> RPCTypes {
-    use crate::rpc::methods::Method;
     match M::METHOD {
         Method::AppendEntries => RPCTypes::AppendEntries,
         Method::InstallSnapshot => RPCTypes::InstallSnapshot,

@@ -1,6 +1,7 @@
 //! One tonic `Channel` per peer address, shared by every group that replicates to that peer.
 //! JRaft's per-group Bolt clients multiplied connections by groups; here a node with a hundred
-//! groups and two peers holds two channels. Each peer is an owner in the ledger.
+//! groups and two peers holds two channels. Each peer is an owner in the ledger, and owns the
+//! peer's batching queue ([`Batcher`]) with its sender task.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,11 +12,33 @@ use tonic::transport::{Channel, Endpoint};
 use crate::ledger::conn::{counting_connector, OwnerExecutor};
 use crate::ledger::{Owner, OwnerKind};
 use crate::raft::types::NodeId;
+use crate::rpc::batcher::{BatchLimits, Batcher};
 
 struct Peer {
     addr: String,
-    channel: Channel,
+    link: PeerLink,
     owner: Owner,
+}
+
+/// What reaches one peer: its shared channel, for calls that travel alone, and its batching
+/// queue, for the Raft messages of every group.
+#[derive(Clone)]
+pub struct PeerLink {
+    /// The shared channel.
+    pub channel: Channel,
+    /// The peer's queue, which sends over the same channel.
+    pub batcher: Batcher,
+}
+
+/// How the peer queues batch, and where their batch sizes are recorded.
+#[derive(Clone)]
+pub struct Batching {
+    /// Batch sizes and bounds.
+    pub limits: BatchLimits,
+    /// Largest message sent or accepted.
+    pub max_message_bytes: usize,
+    /// `raftnode_peer_batch_messages{peer}`.
+    pub sizes: prometheus::HistogramVec,
 }
 
 /// The node's peer channels, keyed by node id (an address change replaces the channel).
@@ -24,6 +47,7 @@ pub struct Peers {
     parent: Owner,
     inner: Arc<Mutex<HashMap<NodeId, Peer>>>,
     connect_timeout: Duration,
+    batching: Batching,
 }
 
 /// A peer address that cannot be dialled.
@@ -40,20 +64,26 @@ pub struct BadPeerAddr {
 
 impl Peers {
     /// No channel yet; each peer's is made on first use, as a child owner of `parent`.
-    pub fn new(parent: Owner, connect_timeout: Duration) -> Self {
+    pub fn new(parent: Owner, connect_timeout: Duration, batching: Batching) -> Self {
         Peers {
             parent,
             inner: Arc::new(Mutex::new(HashMap::new())),
             connect_timeout,
+            batching,
         }
     }
 
     /// The shared channel to `node` at `addr`, created lazily on first use.
     pub fn channel(&self, node: NodeId, addr: &str) -> Result<Channel, BadPeerAddr> {
+        self.link(node, addr).map(|l| l.channel)
+    }
+
+    /// The channel and the batching queue to `node` at `addr`, created lazily on first use.
+    pub fn link(&self, node: NodeId, addr: &str) -> Result<PeerLink, BadPeerAddr> {
         let mut peers = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = peers.get(&node) {
             if p.addr == addr {
-                return Ok(p.channel.clone());
+                return Ok(p.link.clone());
             }
         }
         let bad = |reason: String| BadPeerAddr {
@@ -71,11 +101,15 @@ impl Peers {
         // The channel's worker and connection tasks then count as the peer's own.
         let endpoint = endpoint.executor(OwnerExecutor::new(owner.clone(), "peer-channel"));
         let channel = endpoint.connect_with_connector_lazy(counting_connector(owner.clone()));
+        let client = crate::rpc::client::client(channel.clone(), self.batching.max_message_bytes);
+        let sizes = self.batching.sizes.with_label_values(&[node.to_string()]);
+        let batcher = Batcher::start(&owner, client, self.batching.limits, sizes);
+        let link = PeerLink { channel, batcher };
         if let Some(old) = peers.insert(
             node,
             Peer {
                 addr: addr.to_string(),
-                channel: channel.clone(),
+                link: link.clone(),
                 owner,
             },
         ) {
@@ -84,11 +118,11 @@ impl Peers {
             // clones still in flight are dropped.
             let deadline = self.connect_timeout * 5;
             drop(self.parent.spawn("peer-retire", async move {
-                drop(old.channel);
+                drop(old.link);
                 old.owner.stop(deadline).await;
             }));
         }
-        Ok(channel)
+        Ok(link)
     }
 
     /// Drops every channel and stops the peer owners, together, within `deadline`. Groups
@@ -101,7 +135,7 @@ impl Peers {
         let owners: Vec<Owner> = peers
             .into_iter()
             .map(|p| {
-                drop(p.channel);
+                drop(p.link);
                 p.owner
             })
             .collect();

@@ -19,9 +19,11 @@ use tracing::Instrument;
 use crate::ledger::conn::Counted;
 use crate::ledger::{Direction, Owner};
 use crate::metrics::RpcMetrics;
+use crate::raft::types::GroupId;
+use crate::rpc::batcher::{to_result, MAX_BATCH_MESSAGES};
 use crate::rpc::methods::{self, Ctx, Method, Traced};
 use crate::rpc::pb::raft_service_server::{RaftService, RaftServiceServer};
-use crate::rpc::pb::{RaftReply, RaftRequest};
+use crate::rpc::pb::{RaftBatch, RaftBatchReply, RaftReply, RaftRequest};
 use crate::rpc::router::Router;
 
 /// What the server serves, kept so that a restart serves the same.
@@ -132,11 +134,27 @@ struct RaftSvc {
     metrics: Arc<RpcMetrics>,
 }
 
+/// Where a call's trace context comes from: the request's metadata for a lone call, the call's
+/// own field inside a batch.
+enum Parent<'a> {
+    Metadata(&'a tonic::metadata::MetadataMap),
+    Traceparent(&'a str),
+}
+
+impl Parent<'_> {
+    fn present(&self) -> bool {
+        match self {
+            Parent::Metadata(md) => md.contains_key("traceparent"),
+            Parent::Traceparent(tp) => !tp.is_empty(),
+        }
+    }
+}
+
 /// The server span of a call, per the method's [`Traced`] policy.
-fn span(method: Method, req: &Request<RaftRequest>) -> tracing::Span {
+fn span(method: Method, group: GroupId, parent: Parent<'_>) -> tracing::Span {
     let traced = match method.traced() {
         Traced::Never => false,
-        Traced::WithParent => req.metadata().contains_key("traceparent"),
+        Traced::WithParent => parent.present(),
         Traced::Always => true,
     };
     if !traced {
@@ -146,31 +164,66 @@ fn span(method: Method, req: &Request<RaftRequest>) -> tracing::Span {
         "raft.rpc",
         otel.name = method.span_name(),
         otel.kind = "server",
-        group = req.get_ref().group_id,
+        group = group,
     );
-    crate::otel::propagation::adopt_from_metadata(&span, req.metadata());
+    match parent {
+        Parent::Metadata(md) => crate::otel::propagation::adopt_from_metadata(&span, md),
+        Parent::Traceparent(tp) if !tp.is_empty() => {
+            crate::otel::propagation::adopt_traceparent(&span, tp)
+        }
+        Parent::Traceparent(_) => {}
+    }
     span
+}
+
+impl RaftSvc {
+    /// Serves one call, alone or inside a batch, and counts it under its own method.
+    async fn serve(&self, call: &RaftRequest, parent: Parent<'_>) -> Result<Vec<u8>, Status> {
+        let Some(method) = Method::from_code(call.method) else {
+            let r = Err(Status::unimplemented(format!(
+                "unknown Raft method code {} (a newer peer?)",
+                call.method
+            )));
+            self.metrics.served("raft", "unknown", &r);
+            return r;
+        };
+        let span = span(method, call.group_id, parent);
+        let ctx = Ctx::new(self.router.clone(), call.group_id);
+        let r = methods::serve(method, ctx, &call.payload)
+            .instrument(span)
+            .await;
+        self.metrics.served("raft", method.name(), &r);
+        r
+    }
 }
 
 #[tonic::async_trait]
 impl RaftService for RaftSvc {
     async fn call(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let Some(method) = Method::from_code(req.get_ref().method) else {
-            let code = req.get_ref().method;
-            let r = Err(Status::unimplemented(format!(
-                "unknown Raft method code {code} (a newer peer?)"
+        let parent = Parent::Metadata(req.metadata());
+        let payload = self.serve(req.get_ref(), parent).await?;
+        Ok(Response::new(RaftReply { payload }))
+    }
+
+    /// The calls of a batch run concurrently, each as if it came alone: they are for
+    /// different groups (or the same group's pipelined appends, which openraft orders by
+    /// their log ids), and a failure of one is its own result, not the batch's.
+    async fn batch(&self, req: Request<RaftBatch>) -> Result<Response<RaftBatchReply>, Status> {
+        let calls = req.into_inner().calls;
+        if calls.len() > MAX_BATCH_MESSAGES {
+            return Err(Status::invalid_argument(format!(
+                "a batch of {} calls; at most {MAX_BATCH_MESSAGES} are served",
+                calls.len()
             )));
-            self.metrics.served("raft", "unknown", &r);
-            return r;
-        };
-        let span = span(method, &req);
-        let req = req.into_inner();
-        let ctx = Ctx::new(self.router.clone(), req.group_id);
-        let r = methods::serve(method, ctx, &req.payload)
-            .instrument(span)
+        }
+        let served = calls
+            .iter()
+            .map(|c| self.serve(c, Parent::Traceparent(&c.traceparent)));
+        let results = futures::future::join_all(served)
             .await
-            .map(|payload| Response::new(RaftReply { payload }));
-        self.metrics.served("raft", method.name(), &r);
-        r
+            .into_iter()
+            .map(to_result)
+            .collect();
+        Ok(Response::new(RaftBatchReply { results }))
     }
 }

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{sleep, JoinHandle};
 use std::time::{Duration, Instant};
 
+pub mod linearizability;
 pub mod otlp;
 
 use raftnode::harness::process::{self, ServeArgs};
