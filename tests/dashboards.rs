@@ -109,9 +109,33 @@ fn dashboards_parse_and_name_only_live_metrics() {
         }
     }
 
-    // A live cluster with traffic through a follower, a group restart and an RPC server
-    // restart, so that every family the dashboards chart has samples.
-    let cluster = Cluster::start(3, &[1]);
+    // Per-group series and node-wide aggregates (what thousands of groups export): every
+    // metric charted is there in both.
+    for aggregate in [false, true] {
+        assert_live(&used, aggregate);
+    }
+    println!(
+        "dashboards: {} metric names, all present in a live scrape in both metric modes",
+        used.len()
+    );
+}
+
+/// A live cluster with traffic through a follower, so that every family the dashboards chart
+/// has samples; `aggregate` turns per-group labels off.
+fn assert_live(used: &BTreeSet<String>, aggregate: bool) {
+    let mut cluster = Cluster::new(3, &[1], Tuning::default());
+    if aggregate {
+        for node in &mut cluster.nodes {
+            node.envs
+                .push(("RAFTNODE_METRICS_GROUP_LABELS".into(), "false".into()));
+        }
+    }
+    for node in &cluster.nodes {
+        node.start();
+    }
+    for node in &cluster.nodes {
+        node.wait_ready(READY_TIMEOUT);
+    }
     let leader = cluster.leader_of(1);
     let follower = cluster.ids().into_iter().find(|i| *i != leader).unwrap();
     for i in 0..5 {
@@ -126,10 +150,13 @@ fn dashboards_parse_and_name_only_live_metrics() {
     let missing: Vec<&String> = used.iter().filter(|m| !scraped.has(m, &[])).collect();
     assert!(
         all_present,
-        "metrics used by dashboards but absent from a live scrape: {missing:?}"
+        "metrics used by dashboards but absent from a live scrape (aggregate: {aggregate}): \
+         {missing:?}"
     );
-    println!(
-        "dashboards: {} metric names, all present in a live scrape",
-        used.len()
-    );
+    if aggregate {
+        assert!(
+            !scraped.has("raftnode_raft_has_leader", &[("group", "1")]),
+            "aggregate mode still exports per-group series"
+        );
+    }
 }

@@ -81,6 +81,62 @@ pub fn fold_groups(groups: impl IntoIterator<Item = GroupFigures>) -> GroupFigur
         })
 }
 
+/// The counters of `f` only (gauges at zero): what a group takes with it when it leaves.
+fn counters(f: &GroupFigures) -> GroupFigures {
+    GroupFigures {
+        leader_changes: f.leader_changes,
+        committed: f.committed,
+        failed: f.failed,
+        polls: f.polls,
+        poll_seconds: f.poll_seconds,
+        scheduled_seconds: f.scheduled_seconds,
+        slow_polls: f.slow_polls,
+        ..Default::default()
+    }
+}
+
+/// Whether any counter of `now` is below `before`: the group started again.
+fn counted_again(before: &GroupFigures, now: &GroupFigures) -> bool {
+    now.leader_changes < before.leader_changes
+        || now.committed < before.committed
+        || now.failed < before.failed
+        || now.polls < before.polls
+        || now.poll_seconds < before.poll_seconds
+        || now.scheduled_seconds < before.scheduled_seconds
+        || now.slow_polls < before.slow_polls
+}
+
+/// Node-wide figures whose counters never go down. A plain sum would drop when a group leaves
+/// (or is started again, its counters from zero), and Prometheus reads a drop as a counter
+/// reset: every `rate()` and `increase()` over the sum would show a burst that never
+/// happened. So what a departed group had counted is kept.
+#[derive(Debug, Default)]
+pub struct MonotonicFold {
+    last: std::collections::HashMap<u64, GroupFigures>,
+    departed: GroupFigures,
+}
+
+impl MonotonicFold {
+    /// The aggregate of the groups hosted now, `(group id, figures)`.
+    pub fn fold(&mut self, now: impl IntoIterator<Item = (u64, GroupFigures)>) -> GroupFigures {
+        let mut seen = std::collections::HashMap::with_capacity(self.last.len());
+        for (id, f) in now {
+            if let Some(before) = self.last.remove(&id) {
+                if counted_again(&before, &f) {
+                    self.departed = fold_groups([self.departed.clone(), counters(&before)]);
+                }
+            }
+            seen.insert(id, f);
+        }
+        for before in std::mem::take(&mut self.last).into_values() {
+            self.departed = fold_groups([self.departed.clone(), counters(&before)]);
+        }
+        let total = fold_groups(seen.values().cloned().chain([self.departed.clone()]));
+        self.last = seen;
+        total
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +176,44 @@ mod tests {
         ];
         for (input, expected) in cases {
             assert_eq!(fold_group_owners(input), expected);
+        }
+    }
+
+    #[test]
+    fn aggregate_counters_survive_groups_leaving_and_restarting() {
+        let g = |committed: u64, pending: i64| GroupFigures {
+            has_leader: 1,
+            committed,
+            pending,
+            leader_changes: committed / 10,
+            ..Default::default()
+        };
+        let mut m = MonotonicFold::default();
+        // (groups now, committed total, pending total, groups with a leader)
+        type Step = (Vec<(u64, GroupFigures)>, u64, i64, i64);
+        let steps: Vec<Step> = vec![
+            (vec![(1, g(10, 1)), (2, g(20, 2))], 30, 3, 2),
+            (vec![(1, g(15, 1)), (2, g(20, 2))], 35, 3, 2),
+            // Group 2 leaves: its 20 stay counted; its gauges go.
+            (vec![(1, g(16, 1))], 36, 1, 1),
+            // Group 2 comes back from zero; group 1 restarts between scrapes.
+            (vec![(1, g(1, 0)), (2, g(4, 5))], 41, 5, 2),
+            (vec![(1, g(3, 0)), (2, g(4, 5))], 43, 5, 2),
+            (vec![], 43, 0, 0),
+        ];
+        let mut last = 0;
+        for (i, (groups, committed, pending, led)) in steps.into_iter().enumerate() {
+            let f = m.fold(groups);
+            assert_eq!(
+                (f.committed, f.pending, f.has_leader),
+                (committed, pending, led),
+                "step {i}"
+            );
+            assert!(
+                f.committed >= last && f.leader_changes <= f.committed,
+                "step {i}"
+            );
+            last = f.committed;
         }
     }
 

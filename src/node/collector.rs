@@ -21,6 +21,8 @@ pub(crate) struct NodeCollector {
     core: Weak<NodeCore>,
     descs: Vec<Desc>,
     runtime: Mutex<RuntimeSampler>,
+    /// Aggregate mode: keeps the node-wide counters monotonic as groups come and go.
+    totals: Mutex<fold::MonotonicFold>,
 }
 
 impl NodeCollector {
@@ -35,6 +37,7 @@ impl NodeCollector {
             core: Arc::downgrade(core),
             descs,
             runtime: Mutex::new(RuntimeSampler::new()),
+            totals: Mutex::new(fold::MonotonicFold::default()),
         })
     }
 
@@ -109,7 +112,11 @@ impl NodeCollector {
             set_group(
                 &f,
                 none,
-                &fold::fold_groups(groups.iter().map(|g| figures(g))),
+                &self
+                    .totals
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .fold(groups.iter().map(|g| (g.id, figures(g)))),
             );
         }
         self.runtime
