@@ -1,7 +1,7 @@
 //! What starts, in what order, and how it stops.
 //!
 //! Start: data dir lock → storage → listeners bound → peers and groups' dependencies → the
-//! shared RPC server → the HTTP server → groups → the leader balancer → ready.
+//! shared RPC server → the HTTP server → the quiescer → groups → the leader balancer → ready.
 //!
 //! Stop (each phase within its budget from [`plan::node_stop`]): not ready (the balancer
 //! stopped) → leadership handed
@@ -187,20 +187,9 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
                 r.http = Some(server);
             }
         }
-        // 6. Groups, then ready.
-        for g in &config.groups {
-            core.start_group(*g, false).await?;
-        }
-        if let Some(every) = config.leader_balance() {
-            let owner = core.owner.child(OwnerKind::Node, "balancer");
-            owner.spawn(
-                "leader-balancer",
-                balancer::run(Arc::downgrade(&core), every, owner.token().clone()),
-            );
-            if let Some(r) = servers.running.lock().await.as_mut() {
-                r.balancer = Some(owner);
-            }
-        }
+        // 6. The quiescer, then the groups, then the balancer, then ready. The quiescer comes
+        // first so that groups started early fall asleep while later ones start: with ten
+        // thousand groups, their heartbeats would otherwise slow the start they wait for.
         if let Some(every) = config.quiesce_round() {
             let owner = core.owner.child(OwnerKind::Node, "quiescer");
             let live = Arc::new(quiescer::Liveness::default());
@@ -213,6 +202,17 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
             owner.spawn("quiesce-rounds", quiescer::rounds(weak, live, every, stop));
             if let Some(r) = servers.running.lock().await.as_mut() {
                 r.quiescer = Some(owner);
+            }
+        }
+        core.start_groups(&config.groups).await?;
+        if let Some(every) = config.leader_balance() {
+            let owner = core.owner.child(OwnerKind::Node, "balancer");
+            owner.spawn(
+                "leader-balancer",
+                balancer::run(Arc::downgrade(&core), every, owner.token().clone()),
+            );
+            if let Some(r) = servers.running.lock().await.as_mut() {
+                r.balancer = Some(owner);
             }
         }
         core.lifecycle.set_ready();
