@@ -97,6 +97,8 @@ impl Group {
     ) -> Result<Group, GroupError> {
         let dir = deps.storage.snapshot_dir().to_path_buf();
         let has_snapshot = crate::storage::snapshot_file::path(&dir, id).exists();
+        // Whether it has no state here, asked before anything of the group touches storage.
+        let asleep = bootstrap.is_none() && !has_snapshot && !deps.storage.has_group(id);
         let sm = if has_snapshot {
             // Restoring a snapshot reads a file of any size: on the blocking pool, as the
             // group's task. A group without one (the common case) costs no thread.
@@ -123,6 +125,13 @@ impl Group {
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| e.to_string()))
             .map_err(|reason| GroupError::Raft { group: id, reason })?;
+        // A member with no state that does not bootstrap the group starts asleep: it has no
+        // membership, so its election timer could never campaign, and openraft's tick would
+        // still wake it some fifty times a second. Its leader's first vote or entries wake it.
+        // Ten thousand such replicas ticking saturated a node before any group had a leader.
+        if asleep {
+            raft.runtime_config().tick(false);
+        }
         let stats = Arc::new(GroupStats::default());
         owner.spawn(
             "leader-watch",
@@ -134,7 +143,7 @@ impl Group {
             sm,
             stats,
             owner,
-            quiesced: std::sync::Mutex::new(false),
+            quiesced: std::sync::Mutex::new(asleep),
             wakes: deps.wakes.clone(),
         };
         if let Some(members) = bootstrap {
@@ -220,6 +229,9 @@ impl Group {
         if idle {
             self.raft.runtime_config().tick(false);
             *q = true;
+            self.stats
+                .answered_at_sleep
+                .store(self.stats.answered(), Ordering::Relaxed);
         }
         idle
     }
@@ -255,6 +267,7 @@ impl Group {
             committed: m.local_committed.map(|l| l.index),
             applied: m.last_applied.map(|l| l.index),
             pending: self.stats.proposals_pending.load(Ordering::Relaxed).max(0) as u64,
+            written: self.stats.written_since_sleep(),
             quiet_rounds,
         })
     }

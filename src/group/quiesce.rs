@@ -1,17 +1,14 @@
 //! When an idle group may stop its timers, as plain functions. A quiesced group costs nothing
 //! while nothing happens: its leader sends no heartbeats and its followers run no election
-//! timers (openraft's tick is off on every member). That is safe only while every member
-//! agrees on a fully replicated, fully applied log, and only while the leader's node is alive:
-//! the node-level liveness probe wakes the groups of a node that stops answering.
+//! timers (openraft's tick is off on every member). That is safe only while every live member
+//! (a majority of the voters among them) agrees on a fully replicated, fully applied log, and
+//! only while the leader's node is alive: the node-level liveness probe wakes the groups of a
+//! node that stops answering, and the groups led with a node that answers again.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ids::NodeId;
 pub use crate::rpc::messages::{QuiesceItem, QuiesceRequest};
-
-/// Quiet rounds before a leader asks to quiesce: a group that was written a moment ago is
-/// likely written again soon, and waking costs a heartbeat round.
-pub const QUIET_ROUNDS: u32 = 3;
 
 /// What the leader of a group knows, from its openraft metrics and counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -32,32 +29,58 @@ pub struct LeaderFacts {
     pub applied: Option<u64>,
     /// Proposals in flight.
     pub pending: u64,
+    /// Whether a client's proposal was answered through this node since the group last slept.
+    pub written: bool,
     /// Consecutive rounds in which the last log index did not move.
     pub quiet_rounds: u32,
 }
 
-/// Whether the leader may quiesce the group now: it has been quiet for `rounds` rounds, nothing
-/// is in flight, every entry is committed and applied, every member has every entry, and the
-/// node of every member answers the liveness probe (`live`), so that each can be told.
+/// Whether the leader may quiesce the group now: it has been quiet long enough, nothing is in
+/// flight, every entry is committed and applied, and every member whose node answers the
+/// liveness probe (`live`) has every entry, these live voters with the leader being a majority.
+/// A member whose node is down is left out: the leader wakes the group when that node answers
+/// again, and a group must not stay awake, heartbeating, for as long as one member is gone.
 pub fn may_quiesce(f: &LeaderFacts, rounds: u32, live: &BTreeSet<NodeId>) -> bool {
     let Some(last) = f.last_log else {
         return false;
     };
-    let others: BTreeSet<NodeId> = f
+    let others: BTreeSet<NodeId> = members_to_ask(f, live);
+    let caught_up_voters = f
         .voters
         .iter()
-        .chain(f.matched.keys())
-        .copied()
-        .filter(|n| *n != f.me)
-        .collect();
-    f.quiet_rounds >= rounds
+        .filter(|v| **v == f.me || others.contains(v))
+        .count();
+    f.quiet_rounds >= rounds_needed(f.written, rounds)
         && f.pending == 0
         && f.committed == Some(last)
         && f.applied == Some(last)
         && f.voters.contains(&f.me)
-        && others
-            .iter()
-            .all(|n| live.contains(n) && f.matched.get(n) == Some(&Some(last)))
+        && caught_up_voters * 2 > f.voters.len()
+        && others.iter().all(|n| f.matched.get(n) == Some(&Some(last)))
+}
+
+/// The members a quiescing leader asks: every other member (voter or learner) whose node
+/// answers the liveness probe.
+pub fn members_to_ask(f: &LeaderFacts, live: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
+    f.voters
+        .iter()
+        .chain(f.matched.keys())
+        .copied()
+        .filter(|n| *n != f.me && live.contains(n))
+        .collect()
+}
+
+/// Quiet rounds a group needs before it may sleep: `rounds` after a client's write (a group
+/// written a moment ago is likely written again soon, and waking costs a heartbeat round), one when
+/// nobody wrote it since it last slept here (a fresh group, or one woken to elect a new leader
+/// or to catch a member up): nothing then suggests another write soon, and ten thousand such
+/// groups heartbeating for three rounds each saturated this machine's nodes.
+pub fn rounds_needed(written: bool, rounds: u32) -> u32 {
+    if written {
+        rounds
+    } else {
+        rounds.min(1)
+    }
 }
 
 /// What a follower knows when its leader asks it to quiesce.
@@ -123,7 +146,18 @@ mod tests {
             committed: Some(7),
             applied: Some(7),
             pending: 0,
+            written: true,
             quiet_rounds: 3,
+        }
+    }
+
+    /// A group nobody wrote since it last slept here (a fresh one, or one that elected a new
+    /// leader), quiet for `rounds` rounds.
+    fn unwritten_leader(rounds: u32) -> LeaderFacts {
+        LeaderFacts {
+            written: false,
+            quiet_rounds: rounds,
+            ..idle_leader()
         }
     }
 
@@ -195,7 +229,50 @@ mod tests {
                 live.clone(),
                 false,
             ),
-            ("a member's node down", idle_leader(), set(&[1, 2]), false),
+            // The leader wakes the group when the member's node answers again.
+            ("a member's node down", idle_leader(), set(&[1, 2]), true),
+            ("two members' nodes down", idle_leader(), set(&[1]), false),
+            (
+                "a member's node down, the other behind",
+                LeaderFacts {
+                    matched: [(2, Some(6)), (3, Some(7))].into_iter().collect(),
+                    ..idle_leader()
+                },
+                set(&[1, 2]),
+                false,
+            ),
+            (
+                "a learner's node down",
+                LeaderFacts {
+                    matched: [(2, Some(7)), (3, Some(7)), (4, Some(5))]
+                        .into_iter()
+                        .collect(),
+                    ..idle_leader()
+                },
+                live.clone(),
+                true,
+            ),
+            (
+                "unwritten, one quiet round",
+                unwritten_leader(1),
+                live.clone(),
+                true,
+            ),
+            (
+                "unwritten, not yet seen quiet",
+                unwritten_leader(0),
+                live.clone(),
+                false,
+            ),
+            (
+                "written, one quiet round",
+                LeaderFacts {
+                    quiet_rounds: 1,
+                    ..idle_leader()
+                },
+                live.clone(),
+                false,
+            ),
             (
                 "a learner behind",
                 LeaderFacts {

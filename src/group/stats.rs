@@ -14,6 +14,8 @@ pub struct GroupStats {
     pub proposals_pending: AtomicI64,
     /// Moves from one known leader to another.
     pub leader_changes: AtomicU64,
+    /// Answered proposals (committed or failed) when the group last fell asleep here.
+    pub answered_at_sleep: AtomicU64,
 }
 
 impl GroupStats {
@@ -21,6 +23,17 @@ impl GroupStats {
     pub fn proposal(&self) -> ProposalGuard<'_> {
         self.proposals_pending.fetch_add(1, Ordering::Relaxed);
         ProposalGuard { stats: self }
+    }
+
+    /// Proposals answered through this node, committed or failed.
+    pub fn answered(&self) -> u64 {
+        self.proposals_committed.load(Ordering::Relaxed)
+            + self.proposals_failed.load(Ordering::Relaxed)
+    }
+
+    /// Whether a proposal was answered through this node since the group last fell asleep here.
+    pub fn written_since_sleep(&self) -> bool {
+        self.answered() != self.answered_at_sleep.load(Ordering::Relaxed)
     }
 }
 

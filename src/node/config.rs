@@ -150,6 +150,10 @@ impl NodeConfig {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs),
             max_in_snapshot_log_to_keep: self.snapshot_keep_logs,
             enable_pre_vote: Some(true),
+            // openraft keeps six ring buffers of this many entries per group for latency
+            // statistics that only its `runtime-stats` feature (off here) records: at the
+            // default of 1,024 they were reserved for nothing, up to 144 KiB per group.
+            log_stage_capacity: Some(1),
             ..Default::default()
         }
         .validate()
@@ -170,14 +174,22 @@ impl NodeConfig {
         (self.leader_balance_ms > 0).then(|| Duration::from_millis(self.leader_balance_ms))
     }
 
-    /// How often the quiescer's rounds run (a group sleeps after a few quiet rounds); `None`
-    /// when quiescence is off.
+    /// How often the quiescer's rounds run; `None` when quiescence is off. Two heartbeats: a
+    /// group nobody wrote sleeps at its first quiet round, and every round it stays awake
+    /// costs ticks and heartbeats, thousands of times over when a node's death wakes its groups.
     pub fn quiesce_round(&self) -> Option<Duration> {
-        (self.quiesce_after_ms > 0).then(|| {
-            Duration::from_millis(
-                (self.quiesce_after_ms / u64::from(crate::group::quiesce::QUIET_ROUNDS)).max(1),
-            )
-        })
+        (self.quiesce_after_ms > 0).then(|| Duration::from_millis(self.quiesce_round_ms()))
+    }
+
+    fn quiesce_round_ms(&self) -> u64 {
+        (self.heartbeat_ms * 2).min(self.quiesce_after_ms).max(1)
+    }
+
+    /// Quiet rounds a group written by a client waits before it sleeps: `quiesce_after_ms` of
+    /// them, rounded up.
+    pub fn quiet_rounds(&self) -> u32 {
+        let round = self.quiesce_round_ms();
+        u32::try_from(self.quiesce_after_ms.div_ceil(round).max(1)).unwrap_or(u32::MAX)
     }
 
     /// The request timeout.

@@ -3,20 +3,22 @@
 //!
 //! An idle group costs openraft a tick every few milliseconds on every member (heartbeats,
 //! election timers, a metrics rebuild), so a node's idle cost grows with its groups. Here, a
-//! leader whose group has been quiet for a few rounds asks the other members, one message per
-//! peer for all such groups, to stop their timers; when every member agreed, it stops its own
+//! leader whose group has been quiet for a few rounds (one, if no client wrote it since it last
+//! slept) asks the other live members, one message per peer for all such groups, to stop their
+//! timers; when every one agreed, it stops its own
 //! (the decision is [`quiesce::may_quiesce`] and [`quiesce::follower_accepts`]). Any work wakes
 //! a group again: a proposal, a read, a membership change, a vote or an append with entries.
 //!
 //! What replaces the per-group timers is one liveness probe per peer node: a `ping` every
-//! heartbeat interval. When a peer stops answering for an election timeout, the sleeping
+//! heartbeat interval. When a peer stops answering for two election timeouts, the sleeping
 //! groups it led wake here: one member per group (the same for every survivor,
-//! [`quiesce::campaigner`]) campaigns at once, the others wake two election timeouts later,
-//! so that a node's death never starts thousands of competing elections. When a peer answers
+//! [`quiesce::campaigner`]) campaigns, in waves of a bounded size; the others wake after the
+//! waves if no new leader reached them, so that a node's death never starts thousands of
+//! competing elections, nor wakes more groups than the survivors carry at once. When a peer answers
 //! again, the sleeping groups this node leads with it wake, so that the restarted peer hears
 //! its leader before its own election timer runs out.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -28,11 +30,10 @@ use tokio_util::sync::CancellationToken;
 use crate::group::quiesce::{self, QuiesceItem, QuiesceRequest};
 use crate::group::Group;
 use crate::ids::{GroupId, NodeId};
+use crate::node::pacing::Pacer;
 use crate::node::periodic::Periodic;
 use crate::node::shared::NodeCore;
 use crate::rpc::methods::rpc;
-
-use crate::group::quiesce::QUIET_ROUNDS;
 
 /// Groups per quiesce message: bounds one message whatever the number of groups.
 const BATCH: usize = 2048;
@@ -66,14 +67,24 @@ pub(crate) async fn probe(core: Weak<NodeCore>, live: Arc<Liveness>, stop: Cance
             .map(|(id, a)| (*id, a.clone()))
             .collect();
         let every = Duration::from_millis(c.config.heartbeat_ms);
-        (every, c.config.election_timeout(), peers)
+        // Two election timeouts: a loaded peer that answers late must not look dead, which
+        // would wake every group it leads and load this node, and the next, further.
+        (every, c.config.election_timeout() * 2, peers)
     }) else {
         return;
     };
     let mut last_ok: HashMap<NodeId, Instant> = HashMap::new();
     let mut was_live = BTreeSet::new();
-    // Groups to wake later: non-campaigners of a dead leader's groups.
-    let mut later: Vec<(Instant, GroupId)> = Vec::new();
+    // Groups to wake later, unless a new leader took them meanwhile: non-campaigners of a
+    // dead leader's groups, with that leader.
+    let mut later: Vec<(Instant, GroupId, NodeId)> = Vec::new();
+    // Wakes not yet done, in order, paced like a start: campaigns, then the groups whose
+    // campaigner is elsewhere and did not reach them in time.
+    let mut queue: VecDeque<Wake> = VecDeque::new();
+    let mut pacer = core
+        .upgrade()
+        .map(|c| Pacer::new(&c.config))
+        .unwrap_or_else(|| Pacer::new(&Default::default()));
     let mut ticks = Periodic::new(core, every, stop);
     while let Some(core) = ticks.next().await {
         // Each answer is stamped when it arrives, and a ping waits at most half the dead
@@ -107,37 +118,93 @@ pub(crate) async fn probe(core: Weak<NodeCore>, live: Arc<Liveness>, stop: Cance
                 peer = dead,
                 "peer node stopped answering the liveness probe"
             );
-            on_down(&core, *dead, &live_now, now + dead_after * 2, &mut later);
+            // The campaigners elsewhere wake theirs in paced waves too: give them time.
+            let after = dead_after * 2 + every * waves_of(core.registry.len());
+            on_down(&core, *dead, &live_now, now + after, &mut queue, &mut later);
         }
         for back in live_now.difference(&was_live) {
             tracing::info!(peer = back, "peer node answers the liveness probe");
             on_up(&core, *back);
         }
         was_live = live_now;
-        later.retain(|(due, group)| {
+        later.retain(|(due, group, dead)| {
             if *due > now {
                 return true;
             }
-            if let Some(g) = core.registry.get(*group) {
-                g.wake();
-            }
+            queue.push_back(Wake {
+                group: *group,
+                dead: *dead,
+                elect: false,
+            });
             false
         });
+        wake_paced(&core, &mut queue, &mut pacer);
     }
 }
 
-/// `dead`'s node stopped answering: the sleeping groups it led wake, their campaigner at once.
+/// Probe intervals the paced waves of `groups` wakes last at the most.
+fn waves_of(groups: usize) -> u32 {
+    u32::try_from(groups.div_ceil(CAMPAIGNS_PER_BEAT)).unwrap_or(u32::MAX)
+}
+
+/// A sleeping group to wake because its leader's node died.
+struct Wake {
+    group: GroupId,
+    dead: NodeId,
+    /// Campaign too (this node is the group's campaigner).
+    elect: bool,
+}
+
+/// Wakes the queued groups, in order, at most [`CAMPAIGNS_PER_BEAT`] per probe interval and
+/// only while `pacer` allows. A group a new leader reached meanwhile is left alone: the
+/// campaigner won, its vote woke the group here, and it may be asleep again under the new
+/// leader.
+fn wake_paced(core: &NodeCore, queue: &mut VecDeque<Wake>, pacer: &mut Pacer) {
+    for _ in 0..CAMPAIGNS_PER_BEAT {
+        let Some(w) = queue.front() else { return };
+        let Some(g) = core.registry.get(w.group) else {
+            queue.pop_front();
+            continue;
+        };
+        if g.raft.metrics().borrow_watched().current_leader != Some(w.dead) {
+            queue.pop_front();
+            continue;
+        }
+        if !pacer.may_start(1) {
+            return;
+        }
+        g.wake();
+        if w.elect {
+            let raft = g.raft.clone();
+            g.owner().spawn("campaign", async move {
+                let _ = raft.trigger().elect(true).await;
+            });
+        }
+        pacer.started([g]);
+        queue.pop_front();
+    }
+}
+
+/// Groups woken per probe interval after a peer's death, at most: its groups elect in waves,
+/// so that a node leading thousands of sleeping groups wakes no more of them at once than the
+/// survivors can elect and put back to sleep.
+const CAMPAIGNS_PER_BEAT: usize = 128;
+
+/// `dead`'s node stopped answering: the sleeping groups it led are queued to campaign here
+/// (those this node is the campaigner of) or to wake at `later`, in case no new leader reaches
+/// them.
 fn on_down(
     core: &NodeCore,
     dead: NodeId,
     live: &BTreeSet<NodeId>,
-    later_at: Instant,
-    later: &mut Vec<(Instant, GroupId)>,
+    later: Instant,
+    queue: &mut VecDeque<Wake>,
+    delayed: &mut Vec<(Instant, GroupId, NodeId)>,
 ) {
     let me = core.node_id();
     let mut with_me = live.clone();
     with_me.insert(me);
-    let (mut campaigns, mut delayed) = (0usize, 0usize);
+    let (mut queued, mut waiting) = (0usize, 0usize);
     for g in core.registry.all() {
         if !g.is_quiesced() {
             continue;
@@ -148,23 +215,22 @@ fn on_down(
         }
         let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
         if quiesce::campaigner(g.id, &voters, dead, &with_me) == Some(me) {
-            g.wake();
-            let raft = g.raft.clone();
-            let owner = g.owner().clone();
-            owner.spawn("campaign", async move {
-                let _ = raft.trigger().elect(true).await;
+            queue.push_back(Wake {
+                group: g.id,
+                dead,
+                elect: true,
             });
-            campaigns += 1;
+            queued += 1;
         } else {
-            later.push((later_at, g.id));
-            delayed += 1;
+            delayed.push((later, g.id, dead));
+            waiting += 1;
         }
     }
-    if campaigns + delayed > 0 {
+    if queued + waiting > 0 {
         tracing::info!(
             peer = dead,
-            campaigns,
-            delayed,
+            campaigns = queued,
+            delayed = waiting,
             "waking the sleeping groups the lost peer led"
         );
     }
@@ -187,9 +253,9 @@ fn on_up(core: &NodeCore, back: NodeId) {
     }
 }
 
-/// The rounds: every `every`, the groups this node leads that have been quiet for
-/// [`QUIET_ROUNDS`] rounds are proposed to quiesce to their other members, in one message
-/// per peer.
+/// The rounds: every `every`, the groups this node leads that have been quiet for long enough
+/// ([`quiesce::rounds_needed`] of the configured quiet rounds) are proposed to quiesce to
+/// their other members, in one message per peer.
 pub(crate) async fn rounds(
     core: Weak<NodeCore>,
     live: Arc<Liveness>,
@@ -199,7 +265,8 @@ pub(crate) async fn rounds(
     let mut quiet: HashMap<GroupId, (Option<u64>, u32)> = HashMap::new();
     let mut ticks = Periodic::new(core, every, stop);
     while let Some(core) = ticks.next().await {
-        round(&core, &live.get(), &mut quiet, every).await;
+        let rounds = core.config.quiet_rounds();
+        round(&core, &live.get(), &mut quiet, every, rounds).await;
     }
 }
 
@@ -208,8 +275,10 @@ async fn round(
     live: &BTreeSet<NodeId>,
     quiet: &mut HashMap<GroupId, (Option<u64>, u32)>,
     every: Duration,
+    rounds: u32,
 ) {
     let me = core.node_id();
+    let answer_within = core.config.election_timeout();
     let mut with_me = live.clone();
     with_me.insert(me);
     let mut batches: BTreeMap<NodeId, Vec<QuiesceItem>> = BTreeMap::new();
@@ -233,7 +302,7 @@ async fn round(
             *e = (facts.last_log, 0);
         }
         facts.quiet_rounds = e.1;
-        if !quiesce::may_quiesce(&facts, QUIET_ROUNDS, &with_me) {
+        if !quiesce::may_quiesce(&facts, rounds, &with_me) {
             continue;
         }
         let Some(last_log) = facts.last_log else {
@@ -244,13 +313,7 @@ async fn round(
             term: facts.term,
             last_log,
         };
-        let others: Vec<NodeId> = facts
-            .voters
-            .iter()
-            .chain(facts.matched.keys())
-            .copied()
-            .filter(|n| *n != me)
-            .collect::<BTreeSet<_>>()
+        let others: Vec<NodeId> = quiesce::members_to_ask(&facts, &with_me)
             .into_iter()
             .collect();
         for o in &others {
@@ -273,7 +336,7 @@ async fn round(
                 groups: chunk.to_vec(),
             };
             match core
-                .call_peer::<rpc::Quiesce>(peer, addr, 0, &req, every)
+                .call_peer::<rpc::Quiesce>(peer, addr, 0, &req, every.max(answer_within))
                 .await
             {
                 Ok(answers) => accepted.extend(

@@ -23,6 +23,7 @@ use crate::ledger::{Ledger, Owner, OwnerKind};
 use crate::metrics::RpcMetrics;
 use crate::node::config::{NodeConfig, MAX_MESSAGE_BYTES};
 use crate::node::error::{GroupOpError, RequestError};
+use crate::node::pacing;
 use crate::node::plan;
 use crate::node::registry::Registry;
 use crate::node::route::{self, Route};
@@ -157,50 +158,81 @@ impl NodeCore {
     /// node or when an operator creates the group through the API (`explicit`).
     pub async fn start_group(&self, id: GroupId, explicit: bool) -> Result<bool, GroupOpError> {
         let _serial = self.group_ops.lock().await;
-        self.start_group_serialized(id, explicit).await
+        Ok(self.start_group_serialized(id, explicit).await?.is_some())
     }
 
     /// Starts the node's configured groups, [`GROUPS_STARTING_AT_ONCE`] at a time. One by one,
     /// each bootstrap write (and its fsync) paced the start of the next, and ten thousand groups
-    /// took minutes; started together, their writes share fsyncs. Every start runs to its end;
-    /// the first failure is returned.
+    /// took minutes; started together, their writes share fsyncs. The groups another node
+    /// bootstraps start first: they only wait for their leader, and are there when it calls.
+    /// The groups this node bootstraps follow, paced by how many of them are still awake
+    /// ([`pacing`]). Every start runs to its end; the first failure is returned.
     pub async fn start_groups(&self, ids: &[GroupId]) -> Result<(), GroupOpError> {
         use futures::StreamExt;
         let _serial = self.group_ops.lock().await;
-        let results: Vec<_> = futures::stream::iter(ids.iter().copied())
+        let (mine, others): (Vec<GroupId>, Vec<GroupId>) = ids
+            .iter()
+            .copied()
+            .partition(|id| self.bootstraps(*id, false));
+        let mut first_err = None;
+        let mut note = |r: Result<Option<Arc<Group>>, GroupOpError>| match r {
+            Ok(g) => g,
+            Err(e) => {
+                first_err.get_or_insert(e);
+                None
+            }
+        };
+        let started: Vec<_> = futures::stream::iter(others)
             .map(|id| self.start_group_serialized(id, false))
             .buffer_unordered(GROUPS_STARTING_AT_ONCE)
             .collect()
             .await;
-        results
-            .into_iter()
-            .find_map(Result::err)
-            .map_or(Ok(()), Err)
+        started.into_iter().for_each(|r| {
+            note(r);
+        });
+        let mut pacer = pacing::Pacer::new(&self.config);
+        for batch in mine.chunks(GROUPS_STARTING_AT_ONCE) {
+            pacer.admit(batch.len()).await;
+            let started: Vec<_> = futures::stream::iter(batch.iter().copied())
+                .map(|id| self.start_group_serialized(id, false))
+                .buffer_unordered(GROUPS_STARTING_AT_ONCE)
+                .collect()
+                .await;
+            pacer.started(started.into_iter().filter_map(&mut note));
+        }
+        first_err.map_or(Ok(()), Err)
     }
 
-    /// The body of [`NodeCore::start_group`], with the group-operations lock held.
+    /// Whether this node bootstraps group `id` when it starts it: it is the group's preferred
+    /// leader, and the group has no state yet, at the first start of a fresh node or when an
+    /// operator creates the group (`explicit`).
+    fn bootstraps(&self, id: GroupId, explicit: bool) -> bool {
+        (self.fresh || explicit)
+            && self.config.is_bootstrapper(id)
+            && !self.deps.storage.has_group(id)
+    }
+
+    /// The body of [`NodeCore::start_group`], with the group-operations lock held. Returns the
+    /// group, or `None` when it was already running.
     #[tracing::instrument(name = "group.start", skip_all, fields(group = id))]
     async fn start_group_serialized(
         &self,
         id: GroupId,
         explicit: bool,
-    ) -> Result<bool, GroupOpError> {
+    ) -> Result<Option<Arc<Group>>, GroupOpError> {
         if self.lifecycle.is_draining() {
             return Err(GroupOpError::Draining);
         }
         if self.registry.get(id).is_some() {
-            return Ok(false);
+            return Ok(None);
         }
-        let may_bootstrap = (self.fresh || explicit)
-            && self.config.is_bootstrapper(id)
-            && !self.deps.storage.has_group(id);
-        let bootstrap = may_bootstrap.then(|| self.members());
+        let bootstrap = self.bootstraps(id, explicit).then(|| self.members());
         let owner = self.owner.child(OwnerKind::Group, id.to_string());
         let machine = (self.factory)(id);
-        let group = Group::start(&self.deps, id, owner, machine, bootstrap).await?;
+        let group = Arc::new(Group::start(&self.deps, id, owner, machine, bootstrap).await?);
         tracing::info!(group = id, "group started");
-        self.registry.insert(Arc::new(group));
-        Ok(true)
+        self.registry.insert(group.clone());
+        Ok(Some(group))
     }
 
     /// Stops group `id` on this node; the shared server and the other groups keep serving.
