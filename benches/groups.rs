@@ -134,10 +134,10 @@ async fn idle(binary: &Path, groups: u64, idle_secs: u64, client: &reqwest::Clie
     // Let the balancer (where there is one) and the start-up settle.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let leaders = leaders(client, &refs).await;
-    let cpu0 = cpu(client, &nodes).await;
+    let cpu0 = cpu(&nodes);
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(idle_secs)).await;
-    let cpu_pct = (cpu(client, &nodes).await - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
+    let cpu_pct = (cpu(&nodes) - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
     let (mut threads, mut tasks, mut rss_mib) = (Vec::new(), Vec::new(), Vec::new());
     let (mut scrape_ms, mut scrape_kb) = (0.0f64, 0.0f64);
     for n in &nodes {
@@ -161,14 +161,26 @@ async fn idle(binary: &Path, groups: u64, idle_secs: u64, client: &reqwest::Clie
     }
 }
 
-async fn cpu(client: &reqwest::Client, nodes: &[Node]) -> f64 {
-    let mut total = 0.0;
-    for n in nodes {
-        if let Some((s, _, _)) = scrape(client, n).await {
-            total += s.sum("process_cpu_seconds_total", &[]);
-        }
-    }
-    total
+/// CPU seconds the nodes used so far, from `/proc/<pid>/stat` (utime + stime, in clock
+/// ticks): the exported `process_cpu_seconds_total` counts whole seconds, too coarse for a
+/// node that idles at a few percent.
+fn cpu(nodes: &[Node]) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    nodes
+        .iter()
+        .filter_map(|n| std::fs::read_to_string(format!("/proc/{}/stat", n.child.id())).ok())
+        .map(|stat| {
+            // The fields after the command name, which is in parentheses and may hold spaces.
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let f: Vec<f64> = rest
+                .split_whitespace()
+                .map(|x| x.parse().unwrap_or(0.0))
+                .collect();
+            // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+            (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / hz
+        })
+        .sum()
 }
 
 fn fmt_list(v: &[f64], digits: usize) -> String {
