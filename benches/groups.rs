@@ -7,7 +7,8 @@
 //! - with 64 groups and 256 clients: put throughput, p50 and p99 when 1, 8 and 64 groups take
 //!   the writes (`BENCH_ACTIVE`), and fsyncs per acknowledged write;
 //! - the time until every group led by a SIGKILLed node has a new leader (the node that leads
-//!   the most groups of the largest count is killed);
+//!   the most groups of the largest count is killed), then, after it restarts, the time until
+//!   every node leads within 10% of an even share, and the leaders per node;
 //! - the median time to start a group on all three nodes (until it has a leader) and stop it.
 //!
 //! `cargo bench --bench groups`. `BENCH_BASELINE=/path/to/another/raftnode` runs that build
@@ -229,9 +230,9 @@ async fn active(binary: &Path, ks: &[u64], secs: u64, client: &reqwest::Client) 
     Active { rows }
 }
 
-/// SIGKILLs the node that leads the most of `groups` groups; the time until the two others
-/// lead them all, and how many the killed node led.
-async fn failover(binary: &Path, groups: u64, client: &reqwest::Client) -> (u64, Option<Duration>) {
+/// SIGKILLs the node that leads the most of `groups` groups, measures until the two others
+/// lead them all, restarts it, and measures until leadership is even again.
+async fn failover(binary: &Path, groups: u64, client: &reqwest::Client) -> Failover {
     let dir = temp_dir();
     let mut nodes = start_cluster_of(binary, dir.path(), &group_list(groups), &aggregate());
     let limit = Duration::from_secs(120);
@@ -255,13 +256,51 @@ async fn failover(binary: &Path, groups: u64, client: &reqwest::Client) -> (u64,
     let _ = nodes[victim].child.kill();
     let _ = nodes[victim].child.wait();
     let t = Instant::now();
-    let dead = nodes.remove(victim);
+    let took = {
+        let refs: Vec<&Node> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != victim)
+            .map(|(_, n)| n)
+            .collect();
+        until_all_led(client, &refs, groups, limit)
+            .await
+            .map(|_| t.elapsed())
+    };
+    // The victim comes back: the balancer hands it its share again.
+    nodes[victim].restart();
+    let t = Instant::now();
     let refs: Vec<&Node> = nodes.iter().collect();
-    let took = until_all_led(client, &refs, groups, limit)
-        .await
-        .map(|_| t.elapsed());
-    drop(dead);
-    (most, took)
+    let even = groups as f64 / refs.len() as f64;
+    let mut after = leaders(client, &refs).await;
+    let mut balanced = None;
+    while t.elapsed() < limit {
+        after = leaders(client, &refs).await;
+        let within = after.iter().all(|l| (*l as f64 - even).abs() <= even * 0.1);
+        if within && after.iter().sum::<u64>() >= groups {
+            balanced = Some(t.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Failover {
+        led: most,
+        took,
+        balanced,
+        after,
+    }
+}
+
+/// What the failover scenario measured.
+struct Failover {
+    /// Groups the killed node led.
+    led: u64,
+    /// Until every group had a leader among the survivors.
+    took: Option<Duration>,
+    /// From the victim's restart until every node led within 10% of an even share.
+    balanced: Option<Duration>,
+    /// Leaders per node at that time (or when the limit passed).
+    after: Vec<u64>,
 }
 
 /// The median time to start a fresh group on all three nodes until it has a leader, and to
@@ -372,11 +411,21 @@ async fn main() {
     if run("failover") {
         println!("\n== SIGKILL of the node leading the most of {largest} groups (after 10 s idle)");
         for (name, bin) in &builds {
-            let (led, took) = failover(bin, largest, &client).await;
-            println!(
-                "{name:9} it led {led}; all led again after {}",
-                took.map(|d| format!("{:.1} s", d.as_secs_f64()))
+            let f = failover(bin, largest, &client).await;
+            let secs = |d: Option<Duration>| {
+                d.map(|d| format!("{:.1} s", d.as_secs_f64()))
                     .unwrap_or_else(|| "never (120 s)".into())
+            };
+            println!(
+                "{name:9} it led {}; all led again after {}; restarted, leaders within 10% of even after {} ({})",
+                f.led,
+                secs(f.took),
+                secs(f.balanced),
+                f.after
+                    .iter()
+                    .map(|l| l.to_string())
+                    .collect::<Vec<_>>()
+                    .join("/"),
             );
         }
     }

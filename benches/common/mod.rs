@@ -14,6 +14,19 @@ use raftnode::harness::prom::Scrape;
 pub struct Node {
     pub child: Child,
     pub http: String,
+    /// How it was started, to start it again on the same data dir.
+    pub spawn: (PathBuf, Vec<String>, Vec<(String, String)>, PathBuf),
+}
+
+impl Node {
+    /// Starts the node again (after a kill), with the same binary, arguments and data dir.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (binary, args, env, log_dir) = &self.spawn;
+        self.child =
+            process::spawn(binary, args, env, log_dir, None).expect("cannot restart raftnode");
+    }
 }
 
 impl Drop for Node {
@@ -68,11 +81,13 @@ pub fn start_cluster_of(
                     .to_vec(),
             };
             let log_dir = dir.join(format!("node{id}"));
-            let child = process::spawn(binary, &serve.to_args(), env, &log_dir, None)
-                .expect("cannot start raftnode");
+            let args = serve.to_args();
+            let child =
+                process::spawn(binary, &args, env, &log_dir, None).expect("cannot start raftnode");
             Node {
                 child,
                 http: serve.http_addr(),
+                spawn: (binary.to_path_buf(), args, env.to_vec(), log_dir),
             }
         })
         .collect()
