@@ -57,7 +57,7 @@ impl Liveness {
 /// The liveness probe: pings every peer each heartbeat interval, and acts when one goes down
 /// or comes back.
 pub(crate) async fn probe(core: Weak<NodeCore>, live: Arc<Liveness>, stop: CancellationToken) {
-    let Some((every, dead_after, peers)) = core.upgrade().map(|c| {
+    let Some((every, dead_after, peers, mut pacer)) = core.upgrade().map(|c| {
         let me = c.node_id();
         let peers: Vec<(NodeId, String)> = c
             .config
@@ -69,7 +69,12 @@ pub(crate) async fn probe(core: Weak<NodeCore>, live: Arc<Liveness>, stop: Cance
         let every = Duration::from_millis(c.config.heartbeat_ms);
         // Two election timeouts: a loaded peer that answers late must not look dead, which
         // would wake every group it leads and load this node, and the next, further.
-        (every, c.config.election_timeout() * 2, peers)
+        (
+            every,
+            c.config.election_timeout() * 2,
+            peers,
+            Pacer::new(&c.config),
+        )
     }) else {
         return;
     };
@@ -81,10 +86,6 @@ pub(crate) async fn probe(core: Weak<NodeCore>, live: Arc<Liveness>, stop: Cance
     // Wakes not yet done, in order, paced like a start: campaigns, then the groups whose
     // campaigner is elsewhere and did not reach them in time.
     let mut queue: VecDeque<Wake> = VecDeque::new();
-    let mut pacer = core
-        .upgrade()
-        .map(|c| Pacer::new(&c.config))
-        .unwrap_or_else(|| Pacer::new(&Default::default()));
     let mut ticks = Periodic::new(core, every, stop);
     while let Some(core) = ticks.next().await {
         // Each answer is stamped when it arrives, and a ping waits at most half the dead

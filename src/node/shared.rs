@@ -168,7 +168,6 @@ impl NodeCore {
     /// The groups this node bootstraps follow, paced by how many of them are still awake
     /// ([`pacing`]). Every start runs to its end; the first failure is returned.
     pub async fn start_groups(&self, ids: &[GroupId]) -> Result<(), GroupOpError> {
-        use futures::StreamExt;
         let _serial = self.group_ops.lock().await;
         let (mine, others): (Vec<GroupId>, Vec<GroupId>) = ids
             .iter()
@@ -182,25 +181,32 @@ impl NodeCore {
                 None
             }
         };
-        let started: Vec<_> = futures::stream::iter(others)
-            .map(|id| self.start_group_serialized(id, false))
-            .buffer_unordered(GROUPS_STARTING_AT_ONCE)
-            .collect()
-            .await;
-        started.into_iter().for_each(|r| {
-            note(r);
-        });
+        self.start_together(&others)
+            .await
+            .into_iter()
+            .for_each(|r| {
+                note(r);
+            });
         let mut pacer = pacing::Pacer::new(&self.config);
         for batch in mine.chunks(GROUPS_STARTING_AT_ONCE) {
             pacer.admit(batch.len()).await;
-            let started: Vec<_> = futures::stream::iter(batch.iter().copied())
-                .map(|id| self.start_group_serialized(id, false))
-                .buffer_unordered(GROUPS_STARTING_AT_ONCE)
-                .collect()
-                .await;
+            let started = self.start_together(batch).await;
             pacer.started(started.into_iter().filter_map(&mut note));
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Starts `ids`, [`GROUPS_STARTING_AT_ONCE`] at a time, with the group-operations lock held.
+    async fn start_together(
+        &self,
+        ids: &[GroupId],
+    ) -> Vec<Result<Option<Arc<Group>>, GroupOpError>> {
+        use futures::StreamExt;
+        futures::stream::iter(ids.iter().copied())
+            .map(|id| self.start_group_serialized(id, false))
+            .buffer_unordered(GROUPS_STARTING_AT_ONCE)
+            .collect()
+            .await
     }
 
     /// Whether this node bootstraps group `id` when it starts it: it is the group's preferred
