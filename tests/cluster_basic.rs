@@ -11,14 +11,24 @@ fn three_nodes_serve_every_group_through_every_node() {
 
     for &g in &groups {
         let leader = cluster.leader_of(g);
-        let statuses: Vec<GroupStatus> = cluster
-            .nodes
-            .iter()
-            .map(|n| {
-                n.group_status(g)
-                    .unwrap_or_else(|| panic!("node {} lacks group {g}", n.id))
-            })
-            .collect();
+        let statuses = |c: &Cluster| -> Vec<GroupStatus> {
+            c.nodes
+                .iter()
+                .map(|n| {
+                    n.group_status(g)
+                        .unwrap_or_else(|| panic!("node {} lacks group {g}", n.id))
+                })
+                .collect()
+        };
+        // A follower can know its leader a moment before it holds the log (it learns the vote
+        // from the first append, which it may refuse for a missing prefix): every replica must
+        // get the membership soon, not at once. The assertions below say what is missing.
+        wait_until(RETRY_TIMEOUT, || {
+            statuses(&cluster)
+                .iter()
+                .all(|s| s.voters == [1, 2, 3] && s.leader == Some(leader))
+        });
+        let statuses = statuses(&cluster);
         let leaders = statuses.iter().filter(|s| s.is_leader()).count();
         assert_eq!(
             leaders, 1,

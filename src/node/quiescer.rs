@@ -52,6 +52,12 @@ impl Liveness {
     fn set(&self, live: BTreeSet<NodeId>) {
         *self.live.lock().unwrap_or_else(|e| e.into_inner()) = live;
     }
+
+    /// Runs `f` on the live peers while holding them: the probe can neither mark a peer live
+    /// nor start waking the groups led with it until `f` returns.
+    fn with<R>(&self, f: impl FnOnce(&BTreeSet<NodeId>) -> R) -> R {
+        f(&self.live.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// The liveness probe: pings every peer each heartbeat interval, and acts when one goes down
@@ -267,23 +273,27 @@ pub(crate) async fn rounds(
     let mut ticks = Periodic::new(core, every, stop);
     while let Some(core) = ticks.next().await {
         let rounds = core.config.quiet_rounds();
-        round(&core, &live.get(), &mut quiet, every, rounds).await;
+        round(&core, &live, &mut quiet, every, rounds).await;
     }
 }
 
 async fn round(
     core: &NodeCore,
-    live: &BTreeSet<NodeId>,
+    liveness: &Liveness,
     quiet: &mut HashMap<GroupId, (Option<u64>, u32)>,
     every: Duration,
     rounds: u32,
 ) {
     let me = core.node_id();
     let answer_within = core.config.election_timeout();
-    let mut with_me = live.clone();
-    with_me.insert(me);
+    let with_me = |live: &BTreeSet<NodeId>| {
+        let mut all = live.clone();
+        all.insert(me);
+        all
+    };
+    let live = with_me(&liveness.get());
     let mut batches: BTreeMap<NodeId, Vec<QuiesceItem>> = BTreeMap::new();
-    let mut candidates: Vec<(Arc<Group>, Option<u64>, Vec<NodeId>)> = Vec::new();
+    let mut candidates: Vec<(Arc<Group>, quiesce::LeaderFacts, BTreeSet<NodeId>)> = Vec::new();
     let groups = core.registry.all();
     let present: BTreeSet<GroupId> = groups.iter().map(|g| g.id).collect();
     quiet.retain(|g, _| present.contains(g));
@@ -303,7 +313,7 @@ async fn round(
             *e = (facts.last_log, 0);
         }
         facts.quiet_rounds = e.1;
-        if !quiesce::may_quiesce(&facts, rounds, &with_me) {
+        if !quiesce::may_quiesce(&facts, rounds, &live) {
             continue;
         }
         let Some(last_log) = facts.last_log else {
@@ -314,13 +324,11 @@ async fn round(
             term: facts.term,
             last_log,
         };
-        let others: Vec<NodeId> = quiesce::members_to_ask(&facts, &with_me)
-            .into_iter()
-            .collect();
+        let others = quiesce::members_to_ask(&facts, &live);
         for o in &others {
             batches.entry(*o).or_default().push(item);
         }
-        candidates.push((g, facts.last_log, others));
+        candidates.push((g, facts, others));
     }
     if candidates.is_empty() {
         return;
@@ -357,16 +365,24 @@ async fn round(
     });
     let accepted: HashMap<NodeId, BTreeSet<GroupId>> =
         futures::future::join_all(asks).await.into_iter().collect();
-    let mut slept = 0usize;
-    for (g, last_log, others) in candidates {
-        let all = others
-            .iter()
-            .all(|o| accepted.get(o).is_some_and(|s| s.contains(&g.id)));
-        if all && g.quiesce_if(last_log) {
-            quiet.remove(&g.id);
-            slept += 1;
+    // Under the live set: a member whose node came back while the requests were out was not
+    // asked, may lack entries (a leader retries a member it could not reach only at its
+    // heartbeats, which sleep would stop), and the probe's wake for it may already have passed.
+    let slept = liveness.with(|now| {
+        let live = with_me(now);
+        let mut slept = 0usize;
+        for (g, facts, others) in candidates {
+            let all = others
+                .iter()
+                .all(|o| accepted.get(o).is_some_and(|s| s.contains(&g.id)));
+            let nobody_new = quiesce::members_to_ask(&facts, &live).is_subset(&others);
+            if all && nobody_new && g.quiesce_if(facts.last_log) {
+                quiet.remove(&g.id);
+                slept += 1;
+            }
         }
-    }
+        slept
+    });
     if slept > 0 {
         tracing::debug!(groups = slept, "idle groups quiesced");
     }
