@@ -46,7 +46,7 @@ pub(crate) struct Liveness {
 
 impl Liveness {
     fn get(&self) -> BTreeSet<NodeId> {
-        self.live.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.with(Clone::clone)
     }
 
     fn set(&self, live: BTreeSet<NodeId>) {
@@ -286,12 +286,9 @@ async fn round(
 ) {
     let me = core.node_id();
     let answer_within = core.config.election_timeout();
-    let with_me = |live: &BTreeSet<NodeId>| {
-        let mut all = live.clone();
-        all.insert(me);
-        all
-    };
-    let live = with_me(&liveness.get());
+    // This node need not be in it: `may_quiesce` counts the leader itself, and
+    // `members_to_ask` leaves it out.
+    let live = liveness.get();
     let mut batches: BTreeMap<NodeId, Vec<QuiesceItem>> = BTreeMap::new();
     let mut candidates: Vec<(Arc<Group>, quiesce::LeaderFacts, BTreeSet<NodeId>)> = Vec::new();
     let groups = core.registry.all();
@@ -369,13 +366,12 @@ async fn round(
     // asked, may lack entries (a leader retries a member it could not reach only at its
     // heartbeats, which sleep would stop), and the probe's wake for it may already have passed.
     let slept = liveness.with(|now| {
-        let live = with_me(now);
         let mut slept = 0usize;
         for (g, facts, others) in candidates {
             let all = others
                 .iter()
                 .all(|o| accepted.get(o).is_some_and(|s| s.contains(&g.id)));
-            let nobody_new = quiesce::members_to_ask(&facts, &live).is_subset(&others);
+            let nobody_new = quiesce::members_to_ask(&facts, now).is_subset(&others);
             if all && nobody_new && g.quiesce_if(facts.last_log) {
                 quiet.remove(&g.id);
                 slept += 1;
