@@ -13,7 +13,7 @@
 //!
 //! `cargo bench --bench groups`. `BENCH_BASELINE=/path/to/another/raftnode` runs that build
 //! too, each scenario alternating between the two on fresh clusters; `BENCH_SECS` sets each
-//! load's length (default 5); `BENCH_DIR` puts the data dirs elsewhere; `BENCH_ONLY` runs only
+//! load's length (default 5); `BENCH_DIR` puts the data dirs elsewhere and `BENCH_KEEP=1` keeps them (with the nodes' logs); `BENCH_ONLY` runs only
 //! the named sections (`idle,active,failover,cycle`, the default being all).
 
 mod common;
@@ -35,11 +35,16 @@ fn list(name: &str, default: &str) -> Vec<u64> {
 }
 
 fn temp_dir() -> tempfile::TempDir {
-    match std::env::var_os("BENCH_DIR") {
-        Some(d) => tempfile::tempdir_in(d),
-        None => tempfile::tempdir(),
+    let mut dir = match std::env::var_os("BENCH_DIR") {
+        Some(d) => tempfile::Builder::new().tempdir_in(d),
+        None => tempfile::Builder::new().tempdir(),
     }
-    .expect("temp dir")
+    .expect("temp dir");
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        println!("(data and logs kept in {})", dir.path().display());
+    }
+    dir
 }
 
 fn group_list(n: u64) -> String {

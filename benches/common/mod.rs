@@ -48,7 +48,9 @@ pub fn this_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_raftnode")))
 }
 
-/// Starts nodes 1..=3 of a cluster hosting `groups`, each with `env` added to its environment.
+/// Starts nodes 1..=3 of a cluster hosting `groups`, each with `env` added to its environment,
+/// with the election timeout and heartbeat of `BENCH_ELECTION_MS` and `BENCH_HEARTBEAT_MS`
+/// (default 1000 and 100 ms, the node's own defaults).
 pub fn start_cluster(dir: &Path, groups: &str, env: &[(String, String)]) -> Vec<Node> {
     start_cluster_of(&this_binary(), dir, groups, env)
 }
@@ -76,9 +78,12 @@ pub fn start_cluster_of(
                 data_dir: dir.join(format!("n{id}")),
                 peers: peers.clone(),
                 groups: groups.clone(),
-                extra: ["--election-timeout-ms", "500", "--heartbeat-ms", "100"]
-                    .map(String::from)
-                    .to_vec(),
+                extra: vec![
+                    "--election-timeout-ms".into(),
+                    std::env::var("BENCH_ELECTION_MS").unwrap_or_else(|_| "1000".into()),
+                    "--heartbeat-ms".into(),
+                    std::env::var("BENCH_HEARTBEAT_MS").unwrap_or_else(|_| "100".into()),
+                ],
             };
             let log_dir = dir.join(format!("node{id}"));
             let args = serve.to_args();

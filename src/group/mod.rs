@@ -65,6 +65,19 @@ pub struct GroupDeps {
     pub network: NetworkDeps,
     /// Quiesced groups woken on this node, node-wide (a counter that survives group stops).
     pub wakes: Arc<std::sync::atomic::AtomicU64>,
+    /// The members the liveness probe watches, this node included.
+    pub watched: Arc<std::collections::BTreeSet<NodeId>>,
+    /// Whether idle groups quiesce (and the liveness probe runs).
+    pub quiescence: bool,
+}
+
+/// Whether a group sleeps here, and with whom.
+#[derive(Debug, Default)]
+struct Sleep {
+    asleep: bool,
+    /// When this node led the group to sleep: the members that agreed, caught up to its last
+    /// entry. Nothing changes in a sleeping group, so they stay caught up until it wakes.
+    agreed: std::collections::BTreeSet<NodeId>,
 }
 
 /// A running group.
@@ -81,7 +94,7 @@ pub struct Group {
     /// Whether the group is quiesced here (openraft's tick off). Changed only with the tick,
     /// under this lock, so that a wake racing a quiesce can never leave the tick off while the
     /// flag says awake.
-    quiesced: std::sync::Mutex<bool>,
+    quiesced: std::sync::Mutex<Sleep>,
     wakes: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -97,8 +110,18 @@ impl Group {
     ) -> Result<Group, GroupError> {
         let dir = deps.storage.snapshot_dir().to_path_buf();
         let has_snapshot = crate::storage::snapshot_file::path(&dir, id).exists();
-        // Whether it has no state here, asked before anything of the group touches storage.
-        let asleep = bootstrap.is_none() && !has_snapshot && !deps.storage.has_group(id);
+        // Asked before anything of the group touches storage.
+        let vote = deps.storage.with_group(id, |g| g.and_then(|g| g.vote));
+        let committed_leader = vote
+            .filter(|v| v.is_committed())
+            .map(|v| v.leader_id().node_id);
+        let asleep = quiesce::starts_asleep(&quiesce::StartFacts {
+            bootstraps: bootstrap.is_some(),
+            has_state: has_snapshot || deps.storage.has_group(id),
+            committed_leader,
+            leader_watched: committed_leader.is_some_and(|l| deps.watched.contains(&l)),
+            quiescence: deps.quiescence,
+        });
         let sm = if has_snapshot {
             // Restoring a snapshot reads a file of any size: on the blocking pool, as the
             // group's task. A group without one (the common case) costs no thread.
@@ -125,10 +148,8 @@ impl Group {
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| e.to_string()))
             .map_err(|reason| GroupError::Raft { group: id, reason })?;
-        // A member with no state that does not bootstrap the group starts asleep: it has no
-        // membership, so its election timer could never campaign, and openraft's tick would
-        // still wake it some fifty times a second. Its leader's first vote or entries wake it.
-        // Ten thousand such replicas ticking saturated a node before any group had a leader.
+        // Ten thousand replicas ticking (fifty times a second each) saturated a node before
+        // any group had a leader, or while it restarted: see `quiesce::starts_asleep`.
         if asleep {
             raft.runtime_config().tick(false);
         }
@@ -143,7 +164,10 @@ impl Group {
             sm,
             stats,
             owner,
-            quiesced: std::sync::Mutex::new(asleep),
+            quiesced: std::sync::Mutex::new(Sleep {
+                asleep,
+                agreed: Default::default(),
+            }),
             wakes: deps.wakes.clone(),
         };
         if let Some(members) = bootstrap {
@@ -178,16 +202,28 @@ impl Group {
 
     /// Whether the group is quiesced on this node.
     pub fn is_quiesced(&self) -> bool {
-        *self.quiesced.lock().unwrap_or_else(|e| e.into_inner())
+        self.sleep().asleep
+    }
+
+    /// When this node led the group to sleep and it still sleeps: the members that agreed,
+    /// caught up to its last entry. `None` while it is awake.
+    pub fn slept_with(&self) -> Option<std::collections::BTreeSet<NodeId>> {
+        let s = self.sleep();
+        s.asleep.then(|| s.agreed.clone())
+    }
+
+    fn sleep(&self) -> std::sync::MutexGuard<'_, Sleep> {
+        self.quiesced.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Wakes the group if it was quiesced: its timers run again (a leader heartbeats at its
     /// next tick, a follower's election timer runs). Returns whether it was quiesced.
     pub fn wake(&self) -> bool {
-        let mut q = self.quiesced.lock().unwrap_or_else(|e| e.into_inner());
-        if *q {
+        let mut q = self.sleep();
+        if q.asleep {
             self.raft.runtime_config().tick(true);
-            *q = false;
+            q.asleep = false;
+            q.agreed.clear();
             self.wakes.fetch_add(1, Ordering::Relaxed);
             return true;
         }
@@ -219,16 +255,22 @@ impl Group {
     /// since its last log index was `last_log`. Returns whether it is quiesced now. The check and
     /// the switch happen under the same lock as [`Group::wake`], and a proposal counts itself
     /// before it wakes the group, so that no proposal lands on a group that goes to sleep.
-    pub fn quiesce_if(&self, last_log: Option<u64>) -> bool {
-        let mut q = self.quiesced.lock().unwrap_or_else(|e| e.into_inner());
-        if *q {
+    /// `agreed` are the members that agreed (empty on a follower).
+    pub fn quiesce_if(
+        &self,
+        last_log: Option<u64>,
+        agreed: std::collections::BTreeSet<NodeId>,
+    ) -> bool {
+        let mut q = self.sleep();
+        if q.asleep {
             return true;
         }
         let idle = self.stats.proposals_pending.load(Ordering::Relaxed) <= 0
             && self.raft.metrics().borrow_watched().last_log_index == last_log;
         if idle {
             self.raft.runtime_config().tick(false);
-            *q = true;
+            q.asleep = true;
+            q.agreed = agreed;
             self.stats
                 .answered_at_sleep
                 .store(self.stats.answered(), Ordering::Relaxed);

@@ -35,26 +35,37 @@ pub struct LeaderFacts {
     pub quiet_rounds: u32,
 }
 
-/// Whether the leader may quiesce the group now: it has been quiet long enough, nothing is in
-/// flight, every entry is committed and applied, and every member whose node answers the
-/// liveness probe (`live`) has every entry, these live voters with the leader being a majority.
-/// A member whose node is down is left out: the leader wakes the group when that node answers
-/// again, and a group must not stay awake, heartbeating, for as long as one member is gone.
-pub fn may_quiesce(f: &LeaderFacts, rounds: u32, live: &BTreeSet<NodeId>) -> bool {
+/// Whether the leader asks its members to quiesce the group now: it has been quiet long
+/// enough, nothing is in flight, and every entry is committed and applied. Whether it then
+/// sleeps is [`may_quiesce`], with the members that answered.
+pub fn may_ask(f: &LeaderFacts, rounds: u32) -> bool {
     let Some(last) = f.last_log else {
         return false;
     };
-    let others: BTreeSet<NodeId> = members_to_ask(f, live);
-    let caught_up_voters = f
-        .voters
-        .iter()
-        .filter(|v| **v == f.me || others.contains(v))
-        .count();
     f.quiet_rounds >= rounds_needed(f.written, rounds)
         && f.pending == 0
         && f.committed == Some(last)
         && f.applied == Some(last)
         && f.voters.contains(&f.me)
+}
+
+/// Whether the leader may quiesce the group now: [`may_ask`], and every member that takes part
+/// (`present`: its node answers the liveness probe and runs the group) has every entry, these
+/// voters with the leader being a majority. A member whose node is down, or that does not run
+/// the group yet (its node is starting), is left out: the leader wakes the group when that node
+/// serves again, and a group must not stay awake, heartbeating, for as long as one member is
+/// gone.
+pub fn may_quiesce(f: &LeaderFacts, rounds: u32, present: &BTreeSet<NodeId>) -> bool {
+    let Some(last) = f.last_log else {
+        return false;
+    };
+    let others: BTreeSet<NodeId> = members_to_ask(f, present);
+    let caught_up_voters = f
+        .voters
+        .iter()
+        .filter(|v| **v == f.me || others.contains(v))
+        .count();
+    may_ask(f, rounds)
         && caught_up_voters * 2 > f.voters.len()
         && others.iter().all(|n| f.matched.get(n) == Some(&Some(last)))
 }
@@ -104,6 +115,45 @@ pub fn follower_accepts(f: &FollowerFacts, leader: NodeId, item: &QuiesceItem) -
         && f.term == item.term
         && f.last_log == Some(item.last_log)
         && f.committed == Some(item.last_log)
+}
+
+/// What a replica knows of its group when it starts on this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartFacts {
+    /// This node initialises the group now (it elects at once).
+    pub bootstraps: bool,
+    /// The group has state here: a log, a vote or a snapshot.
+    pub has_state: bool,
+    /// The leader its stored vote names, when that vote is committed (this node, if it led).
+    pub committed_leader: Option<NodeId>,
+    /// Whether that leader is a member this node watches with the liveness probe (or this
+    /// node itself).
+    pub leader_watched: bool,
+    /// Whether quiescence is on: without it, nothing would wake a sleeping replica whose
+    /// leader died.
+    pub quiescence: bool,
+}
+
+/// Whether a replica starts asleep (openraft's tick off). A replica that bootstraps elects, so
+/// it starts awake. One without state has no membership, so its timer could never campaign:
+/// its leader's first vote or entries wake it. One with state that knows its group's leader
+/// starts asleep when quiescence is on: a restarted node of ten thousand groups otherwise ran
+/// ten thousand election timers against leaders that sleep, and campaigned against every one of
+/// them. If that leader's node is down, the probe sees it (every peer is presumed live at start
+/// and declared down after the usual silence) and the group campaigns; if it is alive, it
+/// wakes the group when it learns this node is back, or sends the entries that wake it. A
+/// restarted leader (the vote names this node) sleeps too: it leads as before until work
+/// wakes it, or a newer leader's first message makes it follow. Only a replica with state that
+/// knows no leader (an election was under way), or whose leader the probe does not watch,
+/// starts awake, so that an election still happens.
+pub fn starts_asleep(f: &StartFacts) -> bool {
+    if f.bootstraps {
+        return false;
+    }
+    if !f.has_state {
+        return true;
+    }
+    f.quiescence && f.committed_leader.is_some() && f.leader_watched
 }
 
 /// Which member of a quiesced group whose leader's node died campaigns at once. The others
@@ -306,6 +356,31 @@ mod tests {
         ];
         for (case, facts, live, want) in cases {
             assert_eq!(may_quiesce(&facts, 3, &live), want, "{case}");
+        }
+    }
+
+    #[test]
+    fn start_table() {
+        let base = StartFacts {
+            bootstraps: false,
+            has_state: true,
+            committed_leader: Some(2),
+            leader_watched: true,
+            quiescence: true,
+        };
+        #[rustfmt::skip]
+        let cases = [
+            ("restarted follower of a known leader", base, true),
+            ("restarted leader", StartFacts { committed_leader: Some(1), ..base }, true),
+            ("bootstrapper", StartFacts { bootstraps: true, has_state: false, committed_leader: None, ..base }, false),
+            ("no state yet", StartFacts { has_state: false, committed_leader: None, ..base }, true),
+            ("no state, quiescence off", StartFacts { has_state: false, committed_leader: None, quiescence: false, ..base }, true),
+            ("an election was under way", StartFacts { committed_leader: None, ..base }, false),
+            ("leader not watched by the probe", StartFacts { leader_watched: false, ..base }, false),
+            ("quiescence off", StartFacts { quiescence: false, ..base }, false),
+        ];
+        for (case, facts, want) in cases {
+            assert_eq!(starts_asleep(&facts), want, "{case}");
         }
     }
 

@@ -277,13 +277,10 @@ async fn transfer_leader(
     if to == me {
         return Ok(json_ok(json!({ "group": g.id, "leader": to })));
     }
-    g.raft.trigger().transfer_leader(to).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "group_stopped",
-            e.to_string(),
-        )
-    })?;
+    s.core
+        .transfer_leadership(&g, to)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "group_stopped", e))?;
     Ok(json_ok(json!({ "group": g.id, "transferring_to": to })))
 }
 

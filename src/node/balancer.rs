@@ -5,12 +5,13 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 
 use crate::group::Group;
+use crate::ids::NodeId;
 use crate::node::handover;
 use crate::node::periodic::Periodic;
 use crate::node::placement::{self, GroupView};
@@ -21,18 +22,30 @@ use crate::node::shared::NodeCore;
 const MAX_MOVES: usize = 256;
 
 /// What this node knows of `g`: its leader and, when this node leads it, the voters that are
-/// caught up to the leader's last entry and answered within `fresh`.
-fn view(g: &Group, fresh: Duration) -> GroupView {
+/// caught up to the leader's last entry, answered within `fresh`, and whose node serves
+/// (`serving`, when the liveness probe runs: `probing`). A sleeping group sends no heartbeats,
+/// so nobody answered lately: there, the voters that agreed to sleep (caught up then, and
+/// nothing changed since) and whose node serves are ready.
+fn view(g: &Group, fresh: Duration, serving: &BTreeSet<NodeId>, probing: bool) -> GroupView {
     let m = g.raft.metrics().borrow_watched().clone();
     let mut ready = BTreeSet::new();
     if m.current_leader == Some(m.id) {
-        let last = m.last_log_index;
-        let (_, voters, followers) = handover::followers(g);
-        for f in followers {
-            let caught_up = f.matched.is_some() && f.matched == last;
-            let answered = f.last_ack.is_some_and(|a| a < fresh);
-            if voters.contains(&f.id) && caught_up && answered {
-                ready.insert(f.id);
+        let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+        if let Some(agreed) = g.slept_with() {
+            ready = agreed
+                .into_iter()
+                .filter(|n| voters.contains(n) && serving.contains(n))
+                .collect();
+        } else {
+            let last = m.last_log_index;
+            let (_, _, followers) = handover::followers(g);
+            for f in followers {
+                let caught_up = f.matched.is_some() && f.matched == last;
+                let answered = f.last_ack.is_some_and(|a| a < fresh);
+                let serves = !probing || serving.contains(&f.id);
+                if voters.contains(&f.id) && caught_up && answered && serves {
+                    ready.insert(f.id);
+                }
             }
         }
     }
@@ -51,16 +64,28 @@ pub(crate) async fn run(
 ) {
     let mut ticks = Periodic::new(core, every, stop);
     while let Some(core) = ticks.next().await {
-        round(&core).await;
+        round(&core, every).await;
     }
 }
 
-async fn round(core: &NodeCore) {
+/// One round. A move wakes its group on every member (an election, then heartbeats until it
+/// sleeps again under its new leader), so moves are paced like a start: only while few of the
+/// groups moved or woken before are still awake (the node's wake budget, shared with the
+/// quiescer's wakes). Unpaced, the moves to a restarted node of ten thousand
+/// groups, on top of its catching up, loaded the nodes until they missed each other's probes.
+async fn round(core: &Arc<NodeCore>, every: Duration) {
     let me = core.node_id();
     let members: BTreeSet<_> = core.config.peers.keys().copied().collect();
     let groups = core.registry.all();
     let fresh = core.config.election_timeout();
-    let views: Vec<GroupView> = groups.iter().map(|g| view(g, fresh)).collect();
+    let probing = core.config.quiesce_round().is_some();
+    // Leadership goes only to nodes that serve: a restarting node answers the probe long
+    // before its groups run, and one that drains refuses it.
+    let serving = core.liveness.serving();
+    let views: Vec<GroupView> = groups
+        .iter()
+        .map(|g| view(g, fresh, &serving, probing))
+        .collect();
     let share = views.iter().filter(|v| v.leader.is_some()).count() / members.len().max(1);
     // 5% of the share: small clusters balance exactly, large ones do not chase single groups.
     let moves = placement::rebalance(me, &members, &views, share / 20, MAX_MOVES);
@@ -74,18 +99,33 @@ async fn round(core: &NodeCore) {
         "moving group leadership to balance the cluster"
     );
     let by_id: std::collections::HashMap<_, _> = groups.iter().map(|g| (g.id, g)).collect();
-    for mv in moves {
-        let Some(g) = by_id.get(&mv.group) else {
-            continue;
-        };
-        tracing::debug!(group = mv.group, to = mv.to, "leader balance: transfer");
-        match g.raft.trigger().transfer_leader(mv.to).await {
-            Ok(()) => {
-                core.leader_moves.fetch_add(1, Ordering::Relaxed);
+    // The round's moves go out as the pacer makes room, until the next round plans afresh.
+    let until = tokio::time::Instant::now() + every;
+    let poll = Duration::from_millis(core.config.heartbeat_ms);
+    let mut moves = moves.into_iter().peekable();
+    while moves.peek().is_some() && tokio::time::Instant::now() < until {
+        let room = core.wakes.lock().unwrap_or_else(|e| e.into_inner()).room();
+        for mv in moves.by_ref().take(room) {
+            let Some(g) = by_id.get(&mv.group) else {
+                continue;
+            };
+            tracing::debug!(group = mv.group, to = mv.to, "leader balance: transfer");
+            // Awake from here until it sleeps under its new leader, which the pacer waits for.
+            match core.transfer_leadership(g, mv.to).await {
+                Ok(()) => {
+                    core.leader_moves.fetch_add(1, Ordering::Relaxed);
+                    core.wakes
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .started([Arc::clone(g)]);
+                }
+                Err(e) => {
+                    tracing::warn!(group = mv.group, to = mv.to, error = %e, "leader balance: transfer failed")
+                }
             }
-            Err(e) => {
-                tracing::warn!(group = mv.group, to = mv.to, error = %e, "leader balance: transfer failed")
-            }
+        }
+        if moves.peek().is_some() {
+            tokio::time::sleep(poll).await;
         }
     }
 }

@@ -103,7 +103,7 @@ impl NodeCollector {
             .inc_by(core.deps.wakes.load(Ordering::Relaxed));
         f.peers_live
             .with_label_values(none)
-            .set(core.live_peers.load(Ordering::Relaxed) as i64);
+            .set(core.liveness.len() as i64);
         if per_group {
             for g in &groups {
                 set_group(&f, &[&g.id.to_string()], &figures(g));

@@ -211,6 +211,15 @@ impl NodeConfig {
     pub fn election_timeout(&self) -> Duration {
         Duration::from_millis(self.election_timeout_ms)
     }
+
+    /// The other members and their gRPC addresses.
+    pub fn other_peers(&self) -> Vec<(NodeId, String)> {
+        self.peers
+            .iter()
+            .filter(|(id, _)| **id != self.node_id)
+            .map(|(id, a)| (*id, a.clone()))
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -131,6 +131,8 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
             metrics: rpc_metrics.clone(),
         },
         wakes: Default::default(),
+        watched: Arc::new(config.peers.keys().copied().collect()),
+        quiescence: config.quiesce_round().is_some(),
     };
     let core = NodeCore::new(CoreParts {
         config: config.clone(),
@@ -192,14 +194,13 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
         // thousand groups, their heartbeats would otherwise slow the start they wait for.
         if let Some(every) = config.quiesce_round() {
             let owner = core.owner.child(OwnerKind::Node, "quiescer");
-            let live = Arc::new(quiescer::Liveness::default());
             let weak = Arc::downgrade(&core);
             let stop = owner.token().clone();
             owner.spawn(
                 "liveness-probe",
-                quiescer::probe(weak.clone(), live.clone(), stop.clone()),
+                quiescer::probe(weak.clone(), stop.clone()),
             );
-            owner.spawn("quiesce-rounds", quiescer::rounds(weak, live, every, stop));
+            owner.spawn("quiesce-rounds", quiescer::rounds(weak, every, stop));
             if let Some(r) = servers.running.lock().await.as_mut() {
                 r.quiescer = Some(owner);
             }

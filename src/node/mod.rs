@@ -43,6 +43,7 @@ pub mod error;
 mod handle;
 pub mod handover;
 mod lifecycle;
+mod liveness;
 mod pacing;
 mod periodic;
 pub mod placement;

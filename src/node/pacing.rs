@@ -11,7 +11,7 @@
 //! The elections of the sleeping groups a dead node led are paced the same way: each survivor
 //! wakes its share only while few of those it woke are still awake.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -64,7 +64,8 @@ pub fn stall_after(quiesce_after: Duration, election_timeout: Duration) -> Durat
 /// Paces one start, or the elections after a peer's death: remembers the groups it let start
 /// until they fall asleep.
 pub(crate) struct Pacer {
-    awake: Vec<Arc<Group>>,
+    /// Weak: a group stopped meanwhile is gone, not awake, and the pacer must not keep it.
+    awake: Vec<Weak<Group>>,
     /// `None` when quiescence is off (nothing would fall asleep) or pacing stopped.
     stall_after: Option<Duration>,
     /// When a batch last started or a group last fell asleep.
@@ -100,7 +101,7 @@ impl Pacer {
             return true;
         };
         let before = self.awake.len();
-        self.awake.retain(|g| !g.is_quiesced());
+        self.awake.retain(awake);
         let now = Instant::now();
         if self.awake.len() < before {
             self.progress = now;
@@ -129,10 +130,26 @@ impl Pacer {
         }
     }
 
+    /// How many more groups may wake now: the cap less those still awake (any number once
+    /// pacing stopped or quiescence is off).
+    pub(crate) fn room(&mut self) -> usize {
+        if self.stall_after.is_none() {
+            return usize::MAX;
+        }
+        self.awake.retain(awake);
+        AWAKE_CAP.saturating_sub(self.awake.len())
+    }
+
     /// Groups just started or woken, awake until the quiescer puts them to sleep.
     pub(crate) fn started(&mut self, groups: impl IntoIterator<Item = Arc<Group>>) {
-        self.awake.extend(groups);
+        self.awake
+            .extend(groups.into_iter().map(|g| Arc::downgrade(&g)));
     }
+}
+
+/// Whether a group the pacer let start is still running and awake.
+fn awake(g: &Weak<Group>) -> bool {
+    g.upgrade().is_some_and(|g| !g.is_quiesced())
 }
 
 #[cfg(test)]

@@ -29,12 +29,15 @@ use crate::node::registry::Registry;
 use crate::node::route::{self, Route};
 use crate::node::types::ReadMode;
 use crate::raft::state_machine::Raft;
-use crate::raft::types::{GroupId, NodeId, Proposal, Reply};
+use crate::raft::types::{GroupId, NodeId, Proposal, Reply, TypeConfig};
 use crate::rpc::client::{self, CallError};
-use crate::rpc::methods::{rpc, Proposed, QuiesceRequest, ReadIndexRequest, Refusal};
+use crate::rpc::methods::{
+    rpc, Proposed, QuiesceAnswer, QuiesceRequest, ReadIndexRequest, Refusal,
+};
 use crate::rpc::router::Router;
 use crate::rpc::server::{RpcServer, Services};
 use crate::state_machine::ErasedStateMachine;
+use openraft::raft::VoteResponse;
 
 /// How many groups a starting node starts at once: enough for their bootstrap writes to share
 /// fsyncs, few enough that a failure stops the start soon.
@@ -79,8 +82,12 @@ pub(crate) struct NodeCore {
     pub rpc_metrics: Arc<RpcMetrics>,
     /// Leadership transfers the leader balancer asked for.
     pub leader_moves: std::sync::atomic::AtomicU64,
-    /// Other members whose node answers the liveness probe (set by the quiescer).
-    pub live_peers: std::sync::atomic::AtomicU64,
+    /// Other members whose node answers the liveness probe (set by the quiescer's probe).
+    pub liveness: crate::node::liveness::Liveness,
+    /// The awake budget that the groups woken after a peer's death or return and the leader
+    /// balancer's moves share: each wakes groups on several nodes, and together, unpaced, they
+    /// loaded a node of ten thousand groups until its peers missed its probe answers.
+    pub wakes: std::sync::Mutex<pacing::Pacer>,
     /// Whether the data dir had no state when this process started: only then may the
     /// configured groups be bootstrapped, so a restarted node never re-initialises.
     fresh: bool,
@@ -111,6 +118,7 @@ pub(crate) struct CoreParts {
 impl NodeCore {
     pub fn new(p: CoreParts) -> Arc<NodeCore> {
         let snapshot_dir = p.deps.storage.snapshot_dir().to_path_buf();
+        let wakes = std::sync::Mutex::new(pacing::Pacer::new(&p.config));
         Arc::new(NodeCore {
             config: p.config,
             ledger: p.ledger,
@@ -120,7 +128,8 @@ impl NodeCore {
             lifecycle: Lifecycle::default(),
             rpc_metrics: p.rpc_metrics,
             leader_moves: Default::default(),
-            live_peers: Default::default(),
+            liveness: Default::default(),
+            wakes,
             fresh: p.fresh,
             factory: p.factory,
             snapshot_dir,
@@ -158,7 +167,14 @@ impl NodeCore {
     /// node or when an operator creates the group through the API (`explicit`).
     pub async fn start_group(&self, id: GroupId, explicit: bool) -> Result<bool, GroupOpError> {
         let _serial = self.group_ops.lock().await;
-        Ok(self.start_group_serialized(id, explicit).await?.is_some())
+        let started = self.start_group_serialized(id, explicit).await?;
+        // Its leader may sleep without it (it did not run here when asked): wake the group
+        // on the other members, so that the leader catches this replica up now, not at the
+        // group's next write.
+        if let Some(g) = started.as_ref().filter(|g| g.is_quiesced()) {
+            self.wake_members(g, self.config.election_timeout()).await;
+        }
+        Ok(started.is_some())
     }
 
     /// Starts the node's configured groups, [`GROUPS_STARTING_AT_ONCE`] at a time. One by one,
@@ -498,18 +514,61 @@ impl NodeCore {
             .map_err(|e| e.to_string())
     }
 
+    /// Asks openraft to hand `g`'s leadership to `to`, waking the group here first (it is
+    /// awake until it sleeps again under its new leader). A transfer whose target never takes
+    /// over (it went down, or lacks entries) leaves openraft's leader refusing writes and
+    /// sending no heartbeats, waiting for the other members to elect; their replicas may sleep,
+    /// trusting this live node, and would wait forever. So when leadership has not moved after
+    /// two election timeouts, the group is woken on every member, whose timers then elect.
+    pub async fn transfer_leadership(
+        self: &Arc<Self>,
+        g: &Arc<Group>,
+        to: NodeId,
+    ) -> Result<(), String> {
+        g.wake();
+        let term = g.raft.metrics().borrow_watched().current_term;
+        g.raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (core, group) = (Arc::downgrade(self), Arc::downgrade(g));
+        let after = self.config.election_timeout() * 2;
+        g.owner().spawn("transfer-watch", async move {
+            tokio::time::sleep(after).await;
+            let (Some(core), Some(g)) = (core.upgrade(), group.upgrade()) else {
+                return;
+            };
+            let stuck = g.is_leader() && g.raft.metrics().borrow_watched().current_term == term;
+            if stuck {
+                tracing::warn!(
+                    group = g.id,
+                    to,
+                    "leadership transfer did not complete; waking the members to elect"
+                );
+                core.wake_members(&g, after).await;
+            }
+        });
+        Ok(())
+    }
+
     /// Wakes `g`'s replicas on the other members, bounded by `bound`: when this node stops
     /// hosting a group and stays alive, their liveness probes would never wake them.
     async fn wake_members(&self, g: &Group, bound: Duration) {
         let m = g.raft.metrics().borrow_watched().clone();
         let me = self.node_id();
-        let members: Vec<(NodeId, String)> = m
+        let mut members: Vec<(NodeId, String)> = m
             .membership_config
             .membership()
             .nodes()
             .filter(|(id, _)| **id != me)
             .map(|(id, n)| (*id, n.addr.clone()))
             .collect();
+        // A replica without state knows no membership yet: its group spans the configured
+        // members.
+        if m.membership_config.membership().nodes().next().is_none() {
+            members = self.config.other_peers();
+        }
         let wakes = members
             .iter()
             .map(|(id, addr)| self.call_peer::<rpc::Ping>(*id, addr, g.id, &(), bound));
@@ -543,19 +602,23 @@ impl Router for NodeCore {
         Some(g.raft.clone())
     }
 
-    fn quiesce(&self, req: &QuiesceRequest) -> Vec<bool> {
+    fn quiesce(&self, req: &QuiesceRequest) -> Vec<QuiesceAnswer> {
         // A draining node keeps its timers: its groups are about to change leaders.
         let draining = self.lifecycle.is_draining();
         req.groups
             .iter()
             .map(|item| {
                 let Some(g) = self.registry.get(item.group) else {
-                    return false;
+                    return QuiesceAnswer::NotHere;
                 };
-                if draining || !quiesce::follower_accepts(&g.follower_facts(), req.leader, item) {
-                    return false;
+                let accepts = !draining
+                    && quiesce::follower_accepts(&g.follower_facts(), req.leader, item)
+                    && g.quiesce_if(Some(item.last_log), Default::default());
+                if accepts {
+                    QuiesceAnswer::Agreed
+                } else {
+                    QuiesceAnswer::Refused
                 }
-                g.quiesce_if(Some(item.last_log))
             })
             .collect()
     }
@@ -570,6 +633,28 @@ impl Router for NodeCore {
 
     fn draining(&self) -> bool {
         self.lifecycle.is_draining()
+    }
+
+    fn pre_vote_refusal(&self, group: GroupId) -> Option<VoteResponse<TypeConfig>> {
+        let g = self.registry.get(group)?;
+        if !g.is_quiesced() {
+            return None;
+        }
+        let m = g.raft.metrics().borrow_watched().clone();
+        let leader = m.current_leader?;
+        let trusted = leader == m.id || self.liveness.with(|live| live.contains(&leader));
+        if !trusted {
+            return None;
+        }
+        let last = self
+            .deps
+            .storage
+            .with_group(group, |l| l.and_then(|l| l.last_log_id()));
+        Some(VoteResponse::new(m.vote, last, false))
+    }
+
+    fn serving(&self) -> bool {
+        self.lifecycle.is_ready()
     }
 
     fn snapshot_dir(&self) -> &Path {

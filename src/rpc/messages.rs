@@ -80,3 +80,23 @@ pub struct QuiesceRequest {
     /// The groups.
     pub groups: Vec<QuiesceItem>,
 }
+
+/// A member's answer for one group of a quiesce request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QuiesceAnswer {
+    /// Its replica sleeps now.
+    Agreed,
+    /// Its replica keeps its timers (it is behind, follows another leader, or its node drains).
+    Refused,
+    /// The group does not run on this node (it is starting, or the group was never added
+    /// here): the leader may sleep without it, as without a member whose node is down, and
+    /// wakes the group when this node serves again.
+    NotHere,
+}
+
+/// A node's answer to the liveness probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingReply {
+    /// Whether it serves: its groups all started and it is not draining.
+    pub serving: bool,
+}

@@ -21,7 +21,8 @@ use crate::raft::state_machine::{Raft, Snapshot};
 use crate::raft::types::{GroupId, Proposal, TypeConfig};
 use crate::rpc::codec;
 pub use crate::rpc::messages::{
-    Proposed, QuiesceRequest, ReadIndexGrant, ReadIndexRequest, Refusal, SnapshotTransfer,
+    PingReply, Proposed, QuiesceAnswer, QuiesceRequest, ReadIndexGrant, ReadIndexRequest, Refusal,
+    SnapshotTransfer,
 };
 use crate::rpc::router::Router;
 use crate::storage::snapshot_file::SnapshotFile;
@@ -60,8 +61,8 @@ impl Ctx {
         Ctx { router, group }
     }
 
-    /// The group's openraft instance, woken if it was quiesced: every message but a bare
-    /// heartbeat means the group has work.
+    /// The group's openraft instance, woken if it was quiesced: most messages mean the group
+    /// has work (a bare heartbeat, a pre-vote and a refused vote do not).
     fn raft(&self) -> Result<Raft, Status> {
         self.raft_waking(true)
     }
@@ -159,11 +160,27 @@ raft_methods! {
     /// A vote request of an election.
     Vote = 1, "vote", span "raft.vote", Never,
         VoteRequest<TypeConfig> => VoteResponse<TypeConfig>,
-        |ctx, r| async move { Ok(ctx.raft()?.vote(r).await.map_err(text)) };
-    /// A pre-vote request: would the peer vote, without disturbing the term.
+        |ctx, r| async move {
+            // A granted vote puts this member in the candidate's term, so its timer must run
+            // in case the candidate fails. A refused one changes nothing here: waking a member
+            // whose leader sleeps would only start an election timer against that leader.
+            let voted = ctx.raft_waking(false)?.vote(r).await;
+            if matches!(&voted, Ok(v) if v.vote_granted) {
+                let _ = ctx.raft_waking(true);
+            }
+            Ok(voted.map_err(text))
+        };
+    /// A pre-vote request: would the peer vote, without disturbing the term. It changes
+    /// nothing on this member, so it leaves a sleeping group asleep.
     PreVote = 2, "pre_vote", span "raft.pre_vote", Never,
         VoteRequest<TypeConfig> => VoteResponse<TypeConfig>,
-        |ctx, r| async move { Ok(ctx.raft()?.pre_vote(r).await.map_err(text)) };
+        |ctx, r| async move {
+            let raft = ctx.raft_waking(false)?;
+            if let Some(refusal) = ctx.router.pre_vote_refusal(ctx.group) {
+                return Ok(Ok(refusal));
+            }
+            Ok(raft.pre_vote(r).await.map_err(text))
+        };
     /// Log entries (or a heartbeat) from the leader.
     AppendEntries = 3, "append_entries", span "raft.append_entries", WithParent,
         AppendEntriesRequest<TypeConfig> => AppendEntriesResponse<TypeConfig>,
@@ -216,18 +233,19 @@ raft_methods! {
         };
     /// The leader of idle groups asking this member to stop their timers; one answer per group.
     Quiesce = 8, "quiesce", span "raft.quiesce", Never,
-        QuiesceRequest => Vec<bool>,
+        QuiesceRequest => Vec<QuiesceAnswer>,
         |ctx, r| async move { Ok(Ok(ctx.router.quiesce(&r))) };
     /// Node-level liveness, for group 0: quiesced groups rely on it to learn that their
-    /// leader's node is gone. For any other group, it also wakes that group here (its leader
-    /// stops hosting it).
+    /// leader's node is gone, and the answer says whether this node serves yet (a restarting
+    /// node answers long before its groups run). For any other group, it also wakes that
+    /// group here (its leader stops hosting it).
     Ping = 9, "ping", span "raft.ping", Never,
-        () => (),
+        () => PingReply,
         |ctx, _r| async move {
             if ctx.group != 0 {
                 let _ = ctx.router.raft(ctx.group, true);
             }
-            Ok(Ok(()))
+            Ok(Ok(PingReply { serving: ctx.router.serving() }))
         };
 }
 

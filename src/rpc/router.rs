@@ -7,8 +7,10 @@ use std::path::Path;
 use futures::future::BoxFuture;
 
 use crate::raft::state_machine::Raft;
-use crate::raft::types::{GroupId, Proposal};
-use crate::rpc::messages::{Proposed, QuiesceRequest, Refusal};
+use openraft::raft::VoteResponse;
+
+use crate::raft::types::{GroupId, Proposal, TypeConfig};
+use crate::rpc::messages::{Proposed, QuiesceAnswer, QuiesceRequest, Refusal};
 
 /// The node's side of the shared server.
 pub trait Router: Send + Sync + 'static {
@@ -18,7 +20,7 @@ pub trait Router: Send + Sync + 'static {
 
     /// A leader's request that this node's replicas of idle groups quiesce: for each group
     /// listed, whether it did.
-    fn quiesce(&self, req: &QuiesceRequest) -> Vec<bool>;
+    fn quiesce(&self, req: &QuiesceRequest) -> Vec<QuiesceAnswer>;
 
     /// Wakes `group` if it was quiesced and, if this node leads it, renews its lease, so that
     /// the request that woke it is served at once.
@@ -26,6 +28,17 @@ pub trait Router: Send + Sync + 'static {
 
     /// Whether this node is stopping: it then takes no leadership.
     fn draining(&self) -> bool;
+
+    /// A refusal of a pre-vote for `group`, when this node's replica sleeps under a leader whose
+    /// node answers the liveness probe (or is this node): a member that missed the group's
+    /// sleep (its node looked down for a moment) would otherwise win the pre-vote of members
+    /// that heard no heartbeat for long, and depose a live leader. The leader wakes the group
+    /// for that member once it answers again. `None`: let openraft decide.
+    fn pre_vote_refusal(&self, group: GroupId) -> Option<VoteResponse<TypeConfig>>;
+
+    /// Whether this node serves: every configured group started and not draining. Peers learn
+    /// it from the liveness probe, and move leadership or wake groups for this node only then.
+    fn serving(&self) -> bool;
 
     /// Where snapshots received from leaders are written before they are installed.
     fn snapshot_dir(&self) -> &Path;

@@ -82,7 +82,14 @@ impl RpcServer {
         let token = owner.token().clone();
         let app = services.app;
         let task = owner.spawn("rpc-serve", async move {
-            let mut builder = tonic::transport::Server::builder();
+            // Peers cancel calls that outlive their deadline (openraft gives an append one
+            // heartbeat interval), which resets streams the server may not have accepted yet.
+            // At h2's default of 20 such resets, a loaded node tore down a peer's connection
+            // with ENHANCE_YOUR_CALM, failing every call on it, so the peer looked dead and
+            // woke every group it led: the bound stays (a rapid-reset flood is still cut off),
+            // sized for thousands of groups' messages.
+            let mut builder = tonic::transport::Server::builder()
+                .http2_max_pending_accept_reset_streams(Some(PENDING_RESET_STREAMS));
             let router = match app {
                 Some(routes) => builder.add_routes(routes).add_service(raft),
                 None => builder.add_service(raft),
@@ -128,6 +135,10 @@ impl RpcServer {
         self.owner.stop(leak_deadline).await;
     }
 }
+
+/// Streams a client may reset before the server accepted them, at once, before the connection
+/// is closed as abusive.
+const PENDING_RESET_STREAMS: usize = 1024;
 
 struct RaftSvc {
     router: Arc<dyn Router>,
