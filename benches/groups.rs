@@ -3,9 +3,11 @@
 //! - per group count (`BENCH_GROUPS`, default `1,1000`): the time until every group has a
 //!   leader, leaders per node, then with no client traffic for `BENCH_IDLE_SECS` (default 10)
 //!   the CPU the three nodes use together (% of one core), and per node OS threads, tokio tasks,
-//!   RSS (and RSS per group above the one-group figure), and one `/metrics` scrape's time and size;
+//!   RSS (and RSS per group above the one-group figure), and a `/metrics` scrape's time (the
+//!   median of five, the slowest node's) and size;
 //! - with 64 groups and 256 clients: put throughput, p50 and p99 when 1, 8 and 64 groups take
-//!   the writes (`BENCH_ACTIVE`), and fsyncs per acknowledged write;
+//!   the writes (`BENCH_ACTIVE`), fsyncs per acknowledged write, the nodes' CPU, and their RSS
+//!   before and after the loads;
 //! - the time until every group led by a SIGKILLed node has a new leader (the node that leads
 //!   the most groups of the largest count is killed), then, after it restarts, the time until
 //!   every node leads within 10% of an even share, and the leaders per node;
@@ -147,12 +149,22 @@ async fn idle(binary: &Path, groups: u64, idle_secs: u64, client: &reqwest::Clie
     let (mut threads, mut tasks, mut rss_mib) = (Vec::new(), Vec::new(), Vec::new());
     let (mut scrape_ms, mut scrape_kb) = (0.0f64, 0.0f64);
     for n in &nodes {
-        if let Some((s, took, bytes)) = scrape(client, n).await {
-            threads.push(s.sum("process_threads", &[]));
-            tasks.push(s.sum("raftnode_runtime_alive_tasks", &[]));
-            rss_mib.push(s.sum("process_resident_memory_bytes", &[]) / (1 << 20) as f64);
-            scrape_ms = scrape_ms.max(took.as_secs_f64() * 1000.0);
-            scrape_kb = scrape_kb.max(bytes as f64 / 1024.0);
+        // The median of five scrapes: one alone is at the mercy of a busy moment.
+        let mut took_ms = Vec::new();
+        for _ in 0..5 {
+            if let Some((s, took, bytes)) = scrape(client, n).await {
+                if took_ms.is_empty() {
+                    threads.push(s.sum("process_threads", &[]));
+                    tasks.push(s.sum("raftnode_runtime_alive_tasks", &[]));
+                    rss_mib.push(s.sum("process_resident_memory_bytes", &[]) / (1 << 20) as f64);
+                }
+                took_ms.push(took.as_secs_f64() * 1000.0);
+                scrape_kb = scrape_kb.max(bytes as f64 / 1024.0);
+            }
+        }
+        took_ms.sort_by(f64::total_cmp);
+        if let Some(m) = took_ms.get(took_ms.len() / 2) {
+            scrape_ms = scrape_ms.max(*m);
         }
     }
     Idle {
@@ -198,6 +210,22 @@ fn fmt_list(v: &[f64], digits: usize) -> String {
 
 struct Active {
     rows: Vec<(u64, f64, f64, f64, f64)>,
+    /// RSS per node (MiB) before the first load and after the last: what writing costs a
+    /// group in memory that it keeps.
+    rss_before: Vec<f64>,
+    rss_after: Vec<f64>,
+    /// Node CPU (% of one core, the three together) over each load.
+    cpu: Vec<f64>,
+}
+
+async fn rss_mib(client: &reqwest::Client, nodes: &[Node]) -> Vec<f64> {
+    let mut out = Vec::new();
+    for n in nodes {
+        if let Some((s, _, _)) = scrape(client, n).await {
+            out.push(s.sum("process_resident_memory_bytes", &[]) / (1 << 20) as f64);
+        }
+    }
+    out
 }
 
 /// 64 groups; `clients` closed-loop clients write to the first `k` groups through their leaders.
@@ -208,6 +236,8 @@ async fn active(binary: &Path, ks: &[u64], secs: u64, client: &reqwest::Client) 
     let refs: Vec<&Node> = nodes.iter().collect();
     until_all_led(client, &refs, 64, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss_before = rss_mib(client, &nodes).await;
+    let mut cpu_pct = Vec::new();
     let mut rows = Vec::new();
     for &k in ks {
         let mut targets = Vec::new();
@@ -219,7 +249,9 @@ async fn active(binary: &Path, ks: &[u64], secs: u64, client: &reqwest::Client) 
         for n in &nodes {
             before += fsyncs(client, n).await;
         }
+        let (cpu0, t0) = (cpu(&nodes), Instant::now());
         let r = load(client, &targets, 256, secs).await;
+        cpu_pct.push((cpu(&nodes) - cpu0) / t0.elapsed().as_secs_f64() * 100.0);
         let mut after = 0.0;
         for n in &nodes {
             after += fsyncs(client, n).await;
@@ -232,7 +264,12 @@ async fn active(binary: &Path, ks: &[u64], secs: u64, client: &reqwest::Client) 
             (after - before) / r.ok.max(1) as f64,
         ));
     }
-    Active { rows }
+    Active {
+        rows,
+        rss_before,
+        rss_after: rss_mib(client, &nodes).await,
+        cpu: cpu_pct,
+    }
 }
 
 /// SIGKILLs the node that leads the most of `groups` groups, measures until the two others
@@ -403,12 +440,21 @@ async fn main() {
 
     if run("active") {
         println!("\n== 64 groups, 256 clients, writes to the first k groups ({secs} s each)");
-        println!("build      k   puts/s     p50 ms   p99 ms   fsyncs/write");
+        println!(
+            "build      k   puts/s     p50 ms   p99 ms   fsyncs/write  node cpu (%core, 3 nodes)"
+        );
         for (name, bin) in &builds {
             let a = active(bin, &ks, secs, &client).await;
-            for (k, rate, p50, p99, f) in a.rows {
-                println!("{name:9} {k:3}  {rate:8.0}  {p50:8.1}  {p99:7.1}   {f:.3}");
+            for ((k, rate, p50, p99, f), cpu) in a.rows.into_iter().zip(a.cpu) {
+                println!(
+                    "{name:9} {k:3}  {rate:8.0}  {p50:8.1}  {p99:7.1}   {f:.3}         {cpu:.0}"
+                );
             }
+            println!(
+                "{name:9} RSS MiB/node before the loads {}, after {}",
+                fmt_list(&a.rss_before, 0),
+                fmt_list(&a.rss_after, 0)
+            );
         }
     }
 
