@@ -253,6 +253,10 @@ async fn run_until_signalled(settings: Settings) -> ExitCode {
             .await;
     }
     match result {
+        Ok(report) if report.storage_failed => {
+            eprintln!("raftnode: stopped after a storage failure (see the log); exiting with 1");
+            ExitCode::from(1)
+        }
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => failed(&e),
     }

@@ -24,6 +24,7 @@ const CONTRACT: &[&str] = &[
     "raftnode_raft_group_wakes_total",
     "raftnode_raft_leader_moves_total",
     "raftnode_peers_live",
+    "raftnode_storage_failed",
     "raftnode_threads_by_name",
     "process_threads",
     "process_open_fds",

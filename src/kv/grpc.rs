@@ -24,9 +24,9 @@ impl KvError {
             }
             KvError::TooLarge(_) => Status::out_of_range(msg),
             KvError::Request(RequestError::GroupNotFound(_)) => Status::not_found(msg),
-            KvError::Request(RequestError::NoLeader(_) | RequestError::Draining) => {
-                Status::unavailable(msg)
-            }
+            KvError::Request(
+                RequestError::NoLeader(_) | RequestError::Draining | RequestError::StorageFailed,
+            ) => Status::unavailable(msg),
             KvError::Request(RequestError::Codec(_)) => Status::internal(msg),
         }
     }

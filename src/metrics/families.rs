@@ -73,6 +73,8 @@ families! {
         "Groups whose timers are stopped on this node because they are idle.";
     wakes: IntCounterVec = "raftnode_raft_group_wakes_total", [],
         "Quiesced groups woken on this node (by work, by a message, or by a peer's failure).";
+    storage_failed: IntGaugeVec = "raftnode_storage_failed", [],
+        "1 after a write or fsync error: the node writes nothing more until it restarts.";
     peers_live: IntGaugeVec = "raftnode_peers_live", [],
         "Other members whose node answered the liveness probe within an election timeout.";
     threads_by_name: IntGaugeVec = "raftnode_threads_by_name", ["prefix"],

@@ -93,6 +93,7 @@ impl From<RequestError> for ApiError {
             RequestError::GroupNotFound(_) => (StatusCode::NOT_FOUND, "group_not_found"),
             RequestError::NoLeader(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
             RequestError::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+            RequestError::StorageFailed => (StatusCode::SERVICE_UNAVAILABLE, "storage_failed"),
             RequestError::Rejected(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             RequestError::Codec(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
@@ -115,7 +116,9 @@ impl From<GroupOpError> for ApiError {
 }
 
 async fn readyz(State(s): State<ApiState>) -> impl IntoResponse {
-    if s.core.lifecycle.is_draining() {
+    if s.core.deps.storage.is_failed() {
+        (StatusCode::SERVICE_UNAVAILABLE, "storage failed\n")
+    } else if s.core.lifecycle.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
     } else if !s.core.lifecycle.is_ready() {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n")

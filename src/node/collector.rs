@@ -101,6 +101,9 @@ impl NodeCollector {
         f.wakes
             .with_label_values(none)
             .inc_by(core.deps.wakes.load(Ordering::Relaxed));
+        f.storage_failed
+            .with_label_values(none)
+            .set(i64::from(core.deps.storage.is_failed()));
         f.peers_live
             .with_label_values(none)
             .set(core.liveness.len() as i64);

@@ -107,4 +107,8 @@ pub enum RequestError {
     /// The command or the response could not be encoded or decoded here.
     #[error("{0}")]
     Codec(String),
+    /// This node's storage failed (a write or fsync error); it takes no writes until it
+    /// restarts. Every write it acknowledged before is on disk.
+    #[error("this node's storage failed; it takes no writes until it restarts")]
+    StorageFailed,
 }

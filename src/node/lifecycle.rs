@@ -263,6 +263,7 @@ async fn stop(core: &Arc<NodeCore>, servers: &Servers) -> Result<StopReport, Nod
         return Ok(servers.report.get().copied().unwrap_or(StopReport {
             leaks: core.ledger.leaked(),
             took: Duration::ZERO,
+            storage_failed: core.deps.storage.is_failed(),
         }));
     };
     let c = &core.config;
@@ -273,6 +274,7 @@ async fn stop(core: &Arc<NodeCore>, servers: &Servers) -> Result<StopReport, Nod
     let report = StopReport {
         leaks: core.ledger.leaked(),
         took: started.elapsed(),
+        storage_failed: core.deps.storage.is_failed(),
     };
     let _ = servers.report.set(report);
     done.map_err(|_| NodeError::ShutdownTimeout(grace))?;

@@ -358,6 +358,10 @@ impl NodeCore {
         let proposal = &proposal;
         self.with_retry(group, |leader| async move {
             let g = self.client_group(group)?;
+            // Fail-stop: a node whose storage failed takes no writes, not even to forward.
+            if self.deps.storage.is_failed() {
+                return Err(RequestError::StorageFailed);
+            }
             let Some((leader, addr)) = leader else {
                 return Ok(self
                     .propose_here(&g, proposal.command.clone())
@@ -651,6 +655,10 @@ impl Router for NodeCore {
             .storage
             .with_group(group, |l| l.and_then(|l| l.last_log_id()));
         Some(VoteResponse::new(m.vote, last, false))
+    }
+
+    fn fail_stopped(&self) -> bool {
+        self.deps.storage.is_failed()
     }
 
     fn serving(&self) -> bool {

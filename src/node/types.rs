@@ -45,4 +45,8 @@ pub struct StopReport {
     pub leaks: u64,
     /// How long the stop took.
     pub took: Duration,
+    /// Whether this node's storage had failed (a write or fsync error), so that it stopped
+    /// writing before this stop: what was acknowledged is on disk, but the node needs working
+    /// storage and a restart.
+    pub storage_failed: bool,
 }

@@ -242,6 +242,9 @@ raft_methods! {
     Ping = 9, "ping", span "raft.ping", Never,
         () => PingReply,
         |ctx, _r| async move {
+            if ctx.router.fail_stopped() {
+                return Err(Status::unavailable("this node's storage failed; it has stopped"));
+            }
             if ctx.group != 0 {
                 let _ = ctx.router.raft(ctx.group, true);
             }

@@ -36,6 +36,10 @@ pub trait Router: Send + Sync + 'static {
     /// for that member once it answers again. `None`: let openraft decide.
     fn pre_vote_refusal(&self, group: GroupId) -> Option<VoteResponse<TypeConfig>>;
 
+    /// Whether this node stopped itself after a storage failure: it then answers no liveness
+    /// probe, so that its peers elect new leaders for the groups it led.
+    fn fail_stopped(&self) -> bool;
+
     /// Whether this node serves: every configured group started and not draining. Peers learn
     /// it from the liveness probe, and move leadership or wake groups for this node only then.
     fn serving(&self) -> bool;

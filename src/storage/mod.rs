@@ -40,6 +40,10 @@ pub enum StorageError {
     Thread(io::Error),
 }
 
+/// What every write is refused with once storage failed.
+const FAILED: &str =
+    "storage failed (a write or fsync error): this node writes nothing until it restarts";
+
 /// Tuning of the engine; defaults suit a node with a few hundred groups.
 #[derive(Clone, Debug)]
 pub struct StorageOptions {
@@ -160,6 +164,12 @@ impl Storage {
         &self.inner.snapshot_dir
     }
 
+    /// Whether a write or an fsync failed: the node then writes nothing more until it
+    /// restarts (fail-stop), and refuses writes.
+    pub fn is_failed(&self) -> bool {
+        self.inner.failed.load(Ordering::Acquire)
+    }
+
     pub fn fsync_histogram(&self) -> &prometheus::Histogram {
         &self.inner.fsync_seconds
     }
@@ -182,10 +192,7 @@ impl Storage {
             Err(io::Error::other(msg))
         }
         if self.inner.failed.load(Ordering::Acquire) {
-            return refuse(
-                done,
-                "storage failed earlier (an fsync error); refusing writes",
-            );
+            return refuse(done, FAILED);
         }
         let mut payloads = Vec::with_capacity(records.len());
         for r in &records {
@@ -331,9 +338,23 @@ impl Writer {
                 }
                 ops.push(op);
             }
-            let result = self.write(&ops);
-            if result.is_err() {
-                self.inner.failed.store(true, Ordering::Release);
+            // Fail-stop: after the first failed write or fsync nothing more is written. A
+            // batch written behind a failed one would leave a hole in a group's log on disk, or
+            // a commit index past its last entry; and after a failed fsync the kernel may have
+            // dropped the dirty pages, so no later fsync proves anything (the fsyncgate lesson).
+            let result = if self.inner.failed.load(Ordering::Acquire) {
+                Err(io::Error::other(FAILED))
+            } else {
+                self.write(&ops)
+            };
+            if let Err(e) = &result {
+                if !self.inner.failed.swap(true, Ordering::AcqRel) {
+                    tracing::error!(
+                        error = %e,
+                        "storage failed: this node writes nothing more until it restarts; \
+                         every write it had acknowledged is on disk"
+                    );
+                }
             }
             for op in ops {
                 op.done.complete(&result);
@@ -343,8 +364,11 @@ impl Writer {
             }
         }
         // All senders are gone: make whatever was written unsynced durable before exiting.
-        if let Err(e) = self.wal.sync() {
-            tracing::error!(error = %e, "final WAL sync failed");
+        if !self.inner.failed.load(Ordering::Acquire) {
+            if let Err(e) = self.wal.sync() {
+                self.inner.failed.store(true, Ordering::Release);
+                tracing::error!(error = %e, "final WAL sync failed");
+            }
         }
     }
 
@@ -395,7 +419,12 @@ impl Writer {
                 self.last_checkpoint = size;
                 tracing::info!(before_bytes = total, after_bytes = size, "WAL checkpointed");
             }
-            Err(e) => tracing::error!(error = %e, "WAL checkpoint failed; keeping old segments"),
+            Err(e) => {
+                // Not again until the WAL has doubled: each attempt encodes the whole live
+                // state under the index lock, which stalls every group.
+                self.last_checkpoint = total;
+                tracing::error!(error = %e, "WAL checkpoint failed; keeping old segments")
+            }
         }
     }
 }
