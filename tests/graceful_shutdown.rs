@@ -158,3 +158,36 @@ fn second_signal_exits_at_once_with_130() {
     );
     assert_eq!(status.code(), Some(130));
 }
+
+/// An operator's transfer starts a watch that wakes the group's members if the transfer never
+/// completes. A node stopped while that watch still waits must end it with its group, not wait
+/// it out past the leak deadline.
+#[test]
+fn stop_right_after_a_transfer_leaves_no_leak() {
+    // The watch waits two election timeouts: longer than the leak deadline (5 s).
+    let tuning = Tuning {
+        election_timeout_ms: Some(3000),
+        heartbeat_ms: Some(300),
+        ..Tuning::default()
+    };
+    let cluster = Cluster::start_with(3, &[1], tuning);
+    let leader = cluster.leader_of(1);
+    let to = cluster
+        .ids()
+        .into_iter()
+        .find(|&id| id != leader)
+        .unwrap_or(leader);
+    let node = cluster.node(leader);
+    let r = node.post_json(
+        "/v1/groups/1/transfer-leader",
+        &serde_json::json!({ "to": to }),
+    );
+    assert_eq!(r.status, 200, "transfer: {r}");
+    let status = node.sigterm();
+    let logs = format!("{}{}", node.run_stdout(), node.run_stderr());
+    assert!(
+        status.success() && !logs.contains("leak: owner stopped"),
+        "node {leader} exited with {status} after a transfer and SIGTERM:\n{}",
+        node.log_tail(40)
+    );
+}

@@ -538,7 +538,10 @@ impl NodeCore {
             .map_err(|e| e.to_string())?;
         let (core, group) = (Arc::downgrade(self), Arc::downgrade(g));
         let after = self.config.election_timeout() * 2;
-        g.owner().spawn("transfer-watch", async move {
+        // The watch ends with the group: a group stopped mid-transfer must not keep it alive
+        // past its stop deadline (that would be judged a leak).
+        let stop = g.owner().token().clone();
+        let watch = async move {
             tokio::time::sleep(after).await;
             let (Some(core), Some(g)) = (core.upgrade(), group.upgrade()) else {
                 return;
@@ -552,6 +555,9 @@ impl NodeCore {
                 );
                 core.wake_members(&g, after).await;
             }
+        };
+        g.owner().spawn("transfer-watch", async move {
+            stop.run_until_cancelled(watch).await;
         });
         Ok(())
     }

@@ -11,7 +11,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -35,6 +35,10 @@ struct Shared {
     /// Whether a snapshot file exists, so that asking for the current snapshot of a group that
     /// never took one costs no file I/O (and no blocking-pool thread).
     has_snapshot: AtomicBool,
+    /// The last log id the current snapshot file covers, held while a snapshot is made
+    /// current: a build and an install race (openraft builds on its own task), and the older
+    /// of the two must never replace the newer, or the next start could not re-apply the log.
+    current: Mutex<Option<LogId>>,
 }
 
 /// One group's openraft instance, with this adapter as its state machine.
@@ -81,6 +85,37 @@ async fn blocking<T: Send + 'static>(
         .map_err(io::Error::other)?
 }
 
+impl Shared {
+    /// Makes a freshly built snapshot file current, unless an install overtook the build: the
+    /// installed snapshot covers more of the log, so it stays current and is what openraft
+    /// gets. Blocking.
+    fn make_current(&self, file: SnapshotFile, meta: SnapshotMeta) -> io::Result<Snapshot> {
+        let (dir, group) = (&self.snapshot_dir, self.group);
+        let mut current = lock(&self.current);
+        if self.has_snapshot.load(Ordering::Acquire) && *current >= meta.last_log_id {
+            file.discard();
+            let file = SnapshotFile::open(dir, group)?
+                .ok_or_else(|| io::Error::other("the current snapshot file vanished"))?;
+            let meta = decode_meta(&file)?;
+            return Ok(Snapshot {
+                meta,
+                snapshot: file,
+            });
+        }
+        let mut file = file;
+        if let Err(e) = file.commit(dir, group) {
+            file.discard();
+            return Err(e.into());
+        }
+        *current = meta.last_log_id;
+        self.has_snapshot.store(true, Ordering::Release);
+        Ok(Snapshot {
+            meta,
+            snapshot: file,
+        })
+    }
+}
+
 impl SmAdapter {
     /// Wraps `machine` for group `group`, restoring it from the group's snapshot file when
     /// there is one. Blocking: call it on a blocking thread.
@@ -109,6 +144,7 @@ impl SmAdapter {
                     membership,
                 }),
                 has_snapshot: AtomicBool::new(file.is_some()),
+                current: Mutex::new(last_applied.filter(|_| file.is_some())),
             }),
         })
     }
@@ -189,13 +225,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SmAdapter {
             (meta, st.machine.snapshot())
         };
         let bytes = meta_bytes(&meta)?;
-        let (dir, group) = (self.shared.snapshot_dir.clone(), self.shared.group);
-        let file = blocking(move || Ok(SnapshotFile::write(&dir, group, &bytes, job)?)).await?;
-        self.shared.has_snapshot.store(true, Ordering::Release);
-        Ok(Snapshot {
-            meta,
-            snapshot: file,
+        let shared = self.shared.clone();
+        blocking(move || {
+            let file = SnapshotFile::create(&shared.snapshot_dir, shared.group, &bytes, job)?;
+            shared.make_current(file, meta)
         })
+        .await
     }
 }
 
@@ -266,8 +301,12 @@ impl RaftStateMachine<TypeConfig> for SmAdapter {
             snapshot.verify()?;
             // Current first: if the restore below fails or the process dies, the next start
             // restores from this file, which is where the log now begins.
-            snapshot.commit(&shared.snapshot_dir, shared.group)?;
-            shared.has_snapshot.store(true, Ordering::Release);
+            {
+                let mut current = lock(&shared.current);
+                snapshot.commit(&shared.snapshot_dir, shared.group)?;
+                *current = meta.last_log_id;
+                shared.has_snapshot.store(true, Ordering::Release);
+            }
             let mut st = this.state_mut();
             snapshot.read_payload(|r| st.machine.restore(r))?;
             st.last_applied = meta.last_log_id;
@@ -294,6 +333,12 @@ impl RaftStateMachine<TypeConfig> for SmAdapter {
         })
         .await
     }
+}
+
+/// Poisoning means a panic while a snapshot was made current; the value is a log id that the
+/// file on disk either matches or trails, never passes, so it stays usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -383,5 +428,48 @@ mod tests {
         assert_eq!(value(&reopened, "j").as_deref(), Some("w"));
         let (applied, _) = reopened.clone().applied_state().await.unwrap();
         assert_eq!(applied.map(|l| l.index), Some(2));
+    }
+
+    /// openraft builds snapshots on a task of its own, so an install from the leader can land
+    /// while a build is being written. The older of the two must not become current: the log
+    /// before the newer one may already be purged, and the next start could not catch up.
+    #[tokio::test]
+    async fn a_build_overtaken_by_an_install_leaves_the_install_current() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut leader = adapter(a.path());
+        apply(
+            &mut leader,
+            vec![put(1, "k", "v"), put(2, "k", "w"), put(3, "k", "x")],
+        )
+        .await;
+        let newer = leader.build_snapshot().await.unwrap();
+
+        let mut follower = adapter(b.path());
+        apply(&mut follower, vec![put(1, "k", "v"), put(2, "k", "w")]).await;
+        // The build's view is taken and written out, but not yet made current ...
+        let older = SnapshotMeta {
+            last_log_id: Some(log_id::<TypeConfig>(1, 1, 2)),
+            last_membership: StoredMembership::default(),
+        };
+        let bytes = meta_bytes(&older).unwrap();
+        let job = follower.state().machine.snapshot();
+        let built = SnapshotFile::create(b.path(), 7, &bytes, job).unwrap();
+        // ... when the install lands.
+        follower
+            .install_snapshot(&newer.meta, newer.snapshot)
+            .await
+            .unwrap();
+        let kept = follower.shared.make_current(built, older).unwrap();
+        assert_eq!(kept.meta.last_log_id.map(|l| l.index), Some(3));
+        let reopened = adapter(b.path());
+        let (applied, _) = reopened.clone().applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(3));
+        assert_eq!(value(&reopened, "k").as_deref(), Some("x"));
+        // The discarded build left no temporary file behind.
+        let names: Vec<String> = std::fs::read_dir(b.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
     }
 }

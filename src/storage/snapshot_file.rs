@@ -121,16 +121,36 @@ impl SnapshotFile {
         meta: &[u8],
         payload: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> Result<SnapshotFile, SnapshotFileError> {
+        let mut f = Self::create(dir, group, meta, payload)?;
+        if let Err(e) = f.commit(dir, group) {
+            f.discard();
+            return Err(e);
+        }
+        Ok(f)
+    }
+
+    /// Streams a snapshot of `group` into a fresh temporary file, durable but not current:
+    /// [`Self::commit`] makes it current, [`Self::discard`] removes it.
+    pub fn create(
+        dir: &Path,
+        group: GroupId,
+        meta: &[u8],
+        payload: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<SnapshotFile, SnapshotFileError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let tmp = tmp_path(dir, group);
-        let result = write_tmp(&tmp, meta, payload).and_then(|mut f| {
-            f.commit(dir, group)?;
-            Ok(f)
-        });
+        let result = write_tmp(&tmp, meta, payload);
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
         result
+    }
+
+    /// Removes a file that was never made current (a temporary one); a no-op on a current one.
+    pub fn discard(self) {
+        if self.path.extension().is_some_and(|e| e == "tmp") {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 
     /// Stores a snapshot file as received from a leader, not yet installed: [`Self::verify`]
