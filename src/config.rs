@@ -107,6 +107,19 @@ fn positive(field: &'static str, v: usize) -> Result<usize, ConfigError> {
     }
 }
 
+/// A size between 1 and `max`.
+fn bounded(field: &'static str, v: usize, max: usize) -> Result<usize, ConfigError> {
+    if positive(field, v)? > max {
+        return Err(invalid(field, format!("{v} is over the limit of {max}")));
+    }
+    Ok(v)
+}
+
+/// Largest key and value a client may be allowed to write: one entry must fit, with room to
+/// spare, in a single WAL record and a single message between nodes.
+const KEY_BYTES_LIMIT: usize = 1 << 20;
+const VALUE_BYTES_LIMIT: usize = 32 << 20;
+
 /// Parses `1=host:port,2=host:port`.
 pub fn parse_peers(s: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
     let mut peers = BTreeMap::new();
@@ -228,13 +241,13 @@ settings! {
     snapshot_keep_logs: u64, env "RAFTNODE_SNAPSHOT_KEEP_LOGS", value_name "N"
         => |s, v| s.node.snapshot_keep_logs = v;
 
-    /// Largest key accepted, in bytes. [default: 4096]
+    /// Largest key accepted, in bytes, at most 1 MiB. [default: 4096]
     max_key_bytes: usize, env "RAFTNODE_MAX_KEY_BYTES", value_name "BYTES"
-        => |s, v| s.kv.max_key_bytes = positive("max_key_bytes", v)?;
+        => |s, v| s.kv.max_key_bytes = bounded("max_key_bytes", v, KEY_BYTES_LIMIT)?;
 
-    /// Largest value accepted, in bytes. [default: 1048576]
+    /// Largest value accepted, in bytes, at most 32 MiB. [default: 1048576]
     max_value_bytes: usize, env "RAFTNODE_MAX_VALUE_BYTES", value_name "BYTES"
-        => |s, v| s.kv.max_value_bytes = positive("max_value_bytes", v)?;
+        => |s, v| s.kv.max_value_bytes = bounded("max_value_bytes", v, VALUE_BYTES_LIMIT)?;
 
     /// How long a client request may wait for a leader before it fails with 503. [default: 5000]
     request_timeout_ms: u64, env "RAFTNODE_REQUEST_TIMEOUT_MS", value_name "MS"
@@ -248,6 +261,11 @@ settings! {
     /// what remains counts as leaked. [default: 5000]
     leak_deadline_ms: u64, env "RAFTNODE_LEAK_DEADLINE_MS", value_name "MS"
         => |s, v| s.node.leak_deadline_ms = v;
+
+    /// Bound on the log entries one replication message carries, in bytes; a larger entry
+    /// travels alone. Messages get more time the larger they are. [default: 4194304]
+    max_append_bytes: u64, env "RAFTNODE_MAX_APPEND_BYTES", value_name "BYTES"
+        => |s, v| s.node.max_append_bytes = v;
 
     /// WAL segment size at which a new segment starts. [default: 67108864]
     wal_segment_bytes: u64, env "RAFTNODE_WAL_SEGMENT_BYTES", value_name "BYTES"
@@ -428,6 +446,20 @@ mod tests {
                     ..Default::default()
                 },
                 "max_value_bytes",
+            ),
+            (
+                ServeOptions {
+                    max_value_bytes: Some(64 << 20),
+                    ..Default::default()
+                },
+                "max_value_bytes",
+            ),
+            (
+                ServeOptions {
+                    max_append_bytes: Some(1 << 30),
+                    ..Default::default()
+                },
+                "max_append_bytes",
             ),
             (
                 ServeOptions {

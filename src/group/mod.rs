@@ -134,7 +134,7 @@ impl Group {
             SmAdapter::open(id, &dir, machine).map_err(|e| e.to_string())
         }
         .map_err(|reason| GroupError::Open { group: id, reason })?;
-        let log = GroupLogStore::new(deps.storage.clone(), id);
+        let log = GroupLogStore::new(deps.storage.clone(), id, deps.network.max_append_bytes);
         let net = GroupNetworkFactory::new(id, owner.clone(), deps.network.clone());
         // In a task of its own, outside the caller's span: openraft parents its long-lived
         // core span (and so every log line of the group) on the span current at creation,

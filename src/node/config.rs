@@ -43,6 +43,9 @@ pub struct NodeConfig {
     /// How long a stopping owner may take to reach zero tasks, threads and connections before
     /// what remains counts as leaked.
     pub leak_deadline_ms: u64,
+    /// Bound on the log entries one replication message carries, in bytes (at least one entry
+    /// goes whatever its size). Its send timeout grows with its size.
+    pub max_append_bytes: u64,
     /// WAL segment size at which a new segment starts.
     pub wal_segment_bytes: u64,
     /// WAL size past which the live state is checkpointed and old segments removed.
@@ -75,6 +78,7 @@ impl Default for NodeConfig {
             request_timeout_ms: 5000,
             shutdown_grace_ms: 10_000,
             leak_deadline_ms: 5000,
+            max_append_bytes: DEFAULT_MAX_APPEND_BYTES,
             wal_segment_bytes: 64 << 20,
             wal_checkpoint_bytes: 256 << 20,
             metrics_group_labels: true,
@@ -86,6 +90,10 @@ impl Default for NodeConfig {
 
 /// gRPC messages between nodes carry whole snapshots; allow them this large.
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// A few MiB: large enough that small entries travel hundreds at a time, small enough that a
+/// message of large values arrives well within its timeout on a slow link.
+pub const DEFAULT_MAX_APPEND_BYTES: u64 = 4 << 20;
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> NodeError {
     NodeError::Config {
@@ -139,6 +147,13 @@ impl NodeConfig {
         positive("request_timeout_ms", self.request_timeout_ms)?;
         positive("shutdown_grace_ms", self.shutdown_grace_ms)?;
         positive("leak_deadline_ms", self.leak_deadline_ms)?;
+        let append = positive("max_append_bytes", self.max_append_bytes)?;
+        if append > (MAX_MESSAGE_BYTES / 4) as u64 {
+            return Err(invalid(
+                "max_append_bytes",
+                format!("{append} is over the limit of {}", MAX_MESSAGE_BYTES / 4),
+            ));
+        }
         positive("wal_segment_bytes", self.wal_segment_bytes)?;
         positive("wal_checkpoint_bytes", self.wal_checkpoint_bytes)?;
         let raft = openraft::Config {

@@ -128,6 +128,7 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
                 },
             ),
             max_message_bytes: MAX_MESSAGE_BYTES,
+            max_append_bytes: usize::try_from(config.max_append_bytes).unwrap_or(usize::MAX),
             metrics: rpc_metrics.clone(),
         },
         wakes: Default::default(),

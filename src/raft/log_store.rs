@@ -15,11 +15,17 @@ use crate::storage::Storage;
 pub struct GroupLogStore {
     storage: Storage,
     group: GroupId,
+    /// Bound on the entries one replication message carries, in bytes.
+    max_append_bytes: usize,
 }
 
 impl GroupLogStore {
-    pub fn new(storage: Storage, group: GroupId) -> Self {
-        GroupLogStore { storage, group }
+    pub fn new(storage: Storage, group: GroupId, max_append_bytes: usize) -> Self {
+        GroupLogStore {
+            storage,
+            group,
+            max_append_bytes,
+        }
     }
 }
 
@@ -29,6 +35,18 @@ impl RaftLogReader<TypeConfig> for GroupLogStore {
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
         Ok(self.storage.entries(self.group, range))
+    }
+
+    /// openraft bounds a replication message only by its count of entries; large values would
+    /// make it too big to arrive within its timeout, so it is bounded by bytes here too.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, io::Error> {
+        Ok(self
+            .storage
+            .entries_limited(self.group, start, end, self.max_append_bytes))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {

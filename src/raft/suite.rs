@@ -40,7 +40,7 @@ impl StoreBuilder<TypeConfig, GroupLogStore, SmAdapter, Guard> for Builder {
             &owner,
         )
         .map_err(|e| err(e.to_string()))?;
-        let log = GroupLogStore::new(storage.clone(), 1);
+        let log = GroupLogStore::new(storage.clone(), 1, 4 << 20);
         let sm = SmAdapter::open(
             1,
             storage.snapshot_dir(),

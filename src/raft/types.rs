@@ -25,6 +25,24 @@ impl std::fmt::Display for Proposal {
     }
 }
 
+/// About how many bytes `entry` takes in a message or a WAL record: what bounds replication
+/// payloads and WAL records by size rather than by count.
+pub fn entry_bytes(entry: &Entry) -> usize {
+    // Log id, framing and the encoding's tags.
+    const OVERHEAD: usize = 48;
+    OVERHEAD
+        + match &entry.payload {
+            openraft::EntryPayload::Normal(p) => {
+                p.command.len() + p.trace.as_ref().map_or(0, String::len)
+            }
+            openraft::EntryPayload::Membership(m) => {
+                m.nodes().map(|(_, n)| n.addr.len() + 16).sum::<usize>()
+                    + 16 * m.get_joint_config().len()
+            }
+            openraft::EntryPayload::Blank => 0,
+        }
+}
+
 /// What applying a proposal answers: the state machine's response, encoded.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reply(#[serde(with = "serde_bytes")] pub Vec<u8>);

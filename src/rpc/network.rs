@@ -21,7 +21,7 @@ use tracing::Instrument;
 use crate::ledger::{Direction, Owner};
 use crate::metrics::RpcMetrics;
 use crate::raft::state_machine::Snapshot;
-use crate::raft::types::{Entry, GroupId, NodeId, TypeConfig, Vote};
+use crate::raft::types::{entry_bytes, Entry, GroupId, NodeId, TypeConfig, Vote};
 use crate::rpc::batcher::Batcher;
 use crate::rpc::client::{self, CallError};
 use crate::rpc::methods::{rpc, Method, Rpc};
@@ -37,6 +37,8 @@ pub struct NetworkDeps {
     pub peers: Peers,
     /// Largest message sent or accepted.
     pub max_message_bytes: usize,
+    /// Bound on the log entries one AppendEntries carries, in bytes.
+    pub max_append_bytes: usize,
     /// Round-trip times per peer.
     pub metrics: Arc<RpcMetrics>,
 }
@@ -114,6 +116,16 @@ fn batched(method: Method) -> bool {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct RpcFailure(String);
+
+/// The slowest transfer rate a peer link is expected to sustain. openraft gives every append
+/// the same timeout (a heartbeat interval), which a message of large values can never meet;
+/// each message gets that plus the time its bytes take at this rate.
+const MIN_BYTES_PER_SEC: f64 = (8u64 << 20) as f64;
+
+/// The timeout of a message of `bytes` whose base timeout is `base`.
+fn sized_ttl(base: Duration, bytes: usize) -> Duration {
+    base + Duration::from_secs_f64(bytes as f64 / MIN_BYTES_PER_SEC)
+}
 
 impl GroupNetwork {
     /// A span for replicating `entries` to this peer, when some of them belong to sampled
@@ -224,8 +236,9 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let span = self.replicate_span(&req.entries);
-        self.call::<rpc::AppendEntries>(&req, option.hard_ttl(), span)
-            .await
+        let bytes = req.entries.iter().map(entry_bytes).sum();
+        let ttl = sized_ttl(option.hard_ttl(), bytes);
+        self.call::<rpc::AppendEntries>(&req, ttl, span).await
     }
 
     async fn vote(
@@ -268,10 +281,11 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
             .await
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let ttl = sized_ttl(option.hard_ttl(), bytes.len());
         let req = (vote, snapshot.meta, serde_bytes::ByteBuf::from(bytes));
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
-            r = self.call::<rpc::InstallSnapshot>(&req, option.hard_ttl(), span) => r.map_err(streaming),
+            r = self.call::<rpc::InstallSnapshot>(&req, ttl, span) => r.map_err(streaming),
         }
     }
 

@@ -22,7 +22,7 @@ use std::time::Duration;
 use openraft::storage::IOFlushed;
 
 use crate::ledger::Owner;
-use crate::raft::types::{Entry, GroupId, LogId, TypeConfig, Vote};
+use crate::raft::types::{entry_bytes, Entry, GroupId, LogId, TypeConfig, Vote};
 pub use record::{GroupLog, Index, Record};
 use wal::{RecoveryReport, Wal, WalError, WalOptions};
 
@@ -233,6 +233,30 @@ impl Storage {
         self.with_group(group, |g| {
             g.map(|g| g.entries.range(range).map(|(_, e)| e.clone()).collect())
                 .unwrap_or_default()
+        })
+    }
+
+    /// Entries of `group` from `start` up to `end` (exclusive), as many as fit in `max_bytes`
+    /// by [`entry_bytes`], but at least one: what a replication message carries.
+    pub fn entries_limited(
+        &self,
+        group: GroupId,
+        start: u64,
+        end: u64,
+        max_bytes: usize,
+    ) -> Vec<Entry> {
+        self.with_group(group, |g| {
+            let Some(g) = g else { return Vec::new() };
+            let mut out = Vec::new();
+            let mut bytes = 0;
+            for (_, e) in g.entries.range(start..end) {
+                bytes += entry_bytes(e);
+                if bytes > max_bytes && !out.is_empty() {
+                    break;
+                }
+                out.push(e.clone());
+            }
+            out
         })
     }
 
@@ -526,6 +550,30 @@ mod tests {
             assert_eq!(g.last_log_id().map(|l| l.index), Some(9));
         });
         assert_eq!(s.entries(1, 5..7).len(), 2);
+        close(s, owner).await;
+    }
+
+    #[tokio::test]
+    async fn replication_reads_are_bounded_by_bytes_but_never_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _, owner) = open(dir.path(), 1 << 30);
+        let kib = vec![7u8; 1024];
+        append(&s, 1, (1..=10).map(|i| normal(i, &kib)).collect())
+            .await
+            .unwrap();
+        let one = entry_bytes(&normal(1, &kib));
+        let got = |start, end, max| -> Vec<u64> {
+            s.entries_limited(1, start, end, max)
+                .iter()
+                .map(|e| e.log_id.index)
+                .collect()
+        };
+        assert_eq!(got(1, 11, 3 * one), vec![1, 2, 3]);
+        assert_eq!(got(1, 11, 3 * one + 1), vec![1, 2, 3]);
+        assert_eq!(got(4, 6, 1 << 20), vec![4, 5]);
+        // An entry larger than the bound still goes, alone.
+        assert_eq!(got(2, 11, 10), vec![2]);
+        assert!(got(11, 12, 1 << 20).is_empty());
         close(s, owner).await;
     }
 
