@@ -38,7 +38,7 @@ fn torn_wal_tail_is_truncated_on_restart() {
     let last = segs
         .iter()
         .rev()
-        .find(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0) > 0)
+        .find(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0) > WAL_SEGMENT_HEADER as u64)
         .unwrap_or_else(|| {
             panic!(
                 "no non-empty WAL segment: {:?}",

@@ -28,7 +28,7 @@ fn err(dir: &Path, reason: String) -> NodeError {
 
 /// Creates the data dir if needed and takes its lock.
 pub fn lock(dir: &Path) -> Result<DirLock, NodeError> {
-    fs::create_dir_all(dir).map_err(|e| err(dir, e.to_string()))?;
+    crate::storage::create_dir_durably(dir).map_err(|e| err(dir, e.to_string()))?;
     let lock = dir.join("LOCK");
     let file = fs::OpenOptions::new()
         .create(true)

@@ -108,6 +108,15 @@ impl Storage {
         owner: &Owner,
     ) -> Result<(Storage, RecoveryReport), StorageError> {
         let mut index = Index::default();
+        let snapshot_dir = opts.dir.join("snapshots");
+        for dir in [opts.dir.join("wal"), snapshot_dir.clone()] {
+            create_dir_durably(&dir).map_err(|source| {
+                StorageError::Wal(WalError::Io {
+                    path: dir.clone(),
+                    source,
+                })
+            })?;
+        }
         let wal_opts = WalOptions {
             dir: opts.dir.join("wal"),
             segment_bytes: opts.segment_bytes,
@@ -117,7 +126,6 @@ impl Storage {
             index.apply(record);
             Ok(())
         })?;
-        let snapshot_dir = opts.dir.join("snapshots");
         let leftovers = snapshot_file::remove_leftovers(&snapshot_dir)?;
         if leftovers > 0 {
             tracing::warn!(
@@ -152,6 +160,7 @@ impl Storage {
             checkpoint_bytes: opts.checkpoint_bytes,
             last_checkpoint: 0,
             carry: None,
+            unsynced: Vec::new(),
         };
         let handle = owner
             .spawn_thread("rn-wal-writer", move || writer.run())
@@ -279,11 +288,8 @@ impl Storage {
         entries: Vec<Entry>,
         callback: IOFlushed<TypeConfig>,
     ) -> io::Result<()> {
-        self.submit(
-            vec![Record::Append { group, entries }],
-            true,
-            Done::Raft(callback),
-        )
+        let records = record::appends(group, entries, record::APPEND_RECORD_BYTES);
+        self.submit(records, true, Done::Raft(callback))
     }
 
     /// Not waited for: any later synced write (every acknowledged append) makes it durable
@@ -334,6 +340,8 @@ struct Writer {
     last_checkpoint: u64,
     /// An op taken from the queue that did not fit in the last batch: it opens the next one.
     carry: Option<Op>,
+    /// Encoded records of writes that need no fsync, not yet written.
+    unsynced: Vec<Vec<u8>>,
 }
 
 impl Op {
@@ -369,7 +377,7 @@ impl Writer {
             let result = if self.inner.failed.load(Ordering::Acquire) {
                 Err(io::Error::other(FAILED))
             } else {
-                self.write(&ops)
+                self.write(&mut ops)
             };
             if let Err(e) = &result {
                 if !self.inner.failed.swap(true, Ordering::AcqRel) {
@@ -387,21 +395,44 @@ impl Writer {
                 self.maybe_checkpoint();
             }
         }
-        // All senders are gone: make whatever was written unsynced durable before exiting.
+        // All senders are gone: write and fsync whatever waits before exiting.
         if !self.inner.failed.load(Ordering::Acquire) {
-            if let Err(e) = self.wal.sync() {
+            if let Err(e) = self.flush() {
                 self.inner.failed.store(true, Ordering::Release);
-                tracing::error!(error = %e, "final WAL sync failed");
+                tracing::error!(error = %e, "final WAL write failed");
             }
         }
     }
 
-    fn write(&mut self, batch: &[Op]) -> io::Result<()> {
-        let payloads = batch
-            .iter()
-            .flat_map(|op| op.payloads.iter().map(Vec::as_slice));
-        self.wal.append(payloads).map_err(io::Error::other)?;
-        if batch.iter().any(|op| op.sync) {
+    /// Writes a batch. Recovery counts on every frame but the last being durable, so each
+    /// frame is fsynced before the next is written: writes that need no fsync (commit
+    /// indexes, truncations, purges) wait in `unsynced` for the next frame that is fsynced.
+    fn write(&mut self, batch: &mut [Op]) -> io::Result<()> {
+        for op in batch.iter_mut() {
+            self.unsynced.append(&mut op.payloads);
+        }
+        let unsynced_bytes: usize = self.unsynced.iter().map(Vec::len).sum();
+        let sync = batch.iter().any(|op| op.sync) || unsynced_bytes >= policy::UNSYNCED_BYTES;
+        if !sync {
+            return Ok(());
+        }
+        self.flush()
+    }
+
+    /// Writes what waits in `unsynced` as frames, each fsynced.
+    fn flush(&mut self) -> io::Result<()> {
+        let items = std::mem::take(&mut self.unsynced);
+        let sizes: Vec<usize> = items.iter().map(Vec::len).collect();
+        let mut at = 0;
+        for n in policy::frames(&sizes, policy::FRAME_BYTES) {
+            let frame = items[at..at + n].iter().map(Vec::as_slice);
+            self.wal.append(frame).map_err(io::Error::other)?;
+            at += n;
+            let took = self.wal.sync().map_err(io::Error::other)?;
+            self.inner.fsync_seconds.observe(took.as_secs_f64());
+        }
+        if items.is_empty() {
+            // An append of nothing still waits for an fsync, which it gets.
             let took = self.wal.sync().map_err(io::Error::other)?;
             self.inner.fsync_seconds.observe(took.as_secs_f64());
         }
@@ -451,6 +482,25 @@ impl Writer {
             }
         }
     }
+}
+
+/// Creates `dir` (and its missing parents) so that it survives a crash: a new directory's
+/// entry lives in its parent, which an fsync of the directory itself does not make durable.
+pub fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_durably(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    std::fs::File::open(dir)?.sync_all()?;
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    std::fs::File::open(parent.unwrap_or(Path::new(".")))?.sync_all()
 }
 
 /// Poisoning only means a panic elsewhere; the data behind these locks stays consistent because
@@ -613,6 +663,32 @@ mod tests {
         let (s, _, owner) = open(dir.path(), 16 << 10);
         assert_eq!(indexes(&s, 1), (196..=200).collect::<Vec<_>>());
         assert_eq!(s.entries(1, 200..)[0].payload, normal(200, &value).payload);
+        close(s, owner).await;
+    }
+
+    /// One append larger than a WAL record (openraft merges concurrent proposals, and a
+    /// follower catching up appends many at once), then a checkpoint of a group log larger
+    /// than a record: both used to fail and disable storage.
+    #[tokio::test]
+    async fn appends_and_checkpoints_past_the_record_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        // A checkpoint is due once the WAL is past 1 MiB.
+        let (s, _, owner) = open(dir.path(), 1 << 20);
+        let mib = vec![3u8; 1 << 20];
+        let n = (wal::MAX_RECORD_BYTES >> 20) as u64 + 16;
+        append(&s, 1, (1..=n).map(|i| normal(i, &mib)).collect())
+            .await
+            .unwrap();
+        append(&s, 2, vec![normal(1, b"small")]).await.unwrap();
+        assert!(!s.is_failed());
+        close(s, owner).await;
+        let segments = std::fs::read_dir(dir.path().join("wal")).unwrap().count();
+        // Without the checkpoint: a segment per frame of the large append, and one more.
+        assert!(segments <= 2, "{segments} segments: no checkpoint");
+        let (s, _, owner) = open(dir.path(), 1 << 30);
+        assert_eq!(indexes(&s, 1), (1..=n).collect::<Vec<_>>());
+        assert_eq!(s.entries(1, n..)[0].payload, normal(n, &mib).payload);
+        assert_eq!(indexes(&s, 2), vec![1]);
         close(s, owner).await;
     }
 

@@ -18,6 +18,32 @@ pub const BATCH_LIMITS: BatchLimits = BatchLimits {
     max_bytes: 32 << 20,
 };
 
+/// Bytes of items in one WAL frame, at most (a larger item goes alone): batches are at most
+/// this size already, so only one large append becomes several frames (and fsyncs).
+pub const FRAME_BYTES: usize = 32 << 20;
+
+/// Bytes of writes that need no fsync held back before they are written anyway.
+pub const UNSYNCED_BYTES: usize = 1 << 20;
+
+/// How many of the items of `sizes`, in order, go in each frame: up to `max_bytes` each, and
+/// at least one.
+pub fn frames(sizes: &[usize], max_bytes: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let (mut n, mut bytes) = (0usize, 0usize);
+    for &size in sizes {
+        if n > 0 && bytes + size > max_bytes {
+            out.push(n);
+            (n, bytes) = (0, 0);
+        }
+        n += 1;
+        bytes += size;
+    }
+    if n > 0 {
+        out.push(n);
+    }
+    out
+}
+
 /// A batch being formed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Batch {

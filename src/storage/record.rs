@@ -6,7 +6,39 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::raft::types::{Entry, GroupId, LogId, Vote};
+use crate::raft::types::{entry_bytes, Entry, GroupId, LogId, Vote};
+
+/// Entries per [`Record::Append`], by size: an append or a checkpoint of any size becomes
+/// records that each fit a WAL record (one entry is at most a few tens of MiB, so a record is
+/// at most this plus one entry, well under the WAL's record limit).
+pub const APPEND_RECORD_BYTES: usize = 8 << 20;
+
+/// `entries` of `group` as [`Record::Append`]s of about `budget` bytes each (at least one entry
+/// each), in log order. Appends are overwrites by index, so several records replay exactly as
+/// one would.
+pub fn appends(group: GroupId, entries: Vec<Entry>, budget: usize) -> Vec<Record> {
+    let mut out = Vec::new();
+    let (mut chunk, mut bytes) = (Vec::new(), 0usize);
+    for e in entries {
+        let size = entry_bytes(&e);
+        if !chunk.is_empty() && bytes + size > budget {
+            out.push(Record::Append {
+                group,
+                entries: std::mem::take(&mut chunk),
+            });
+            bytes = 0;
+        }
+        bytes += size;
+        chunk.push(e);
+    }
+    if !chunk.is_empty() {
+        out.push(Record::Append {
+            group,
+            entries: chunk,
+        });
+    }
+    out
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Record {
@@ -82,12 +114,8 @@ impl GroupLog {
                 committed: self.committed,
             });
         }
-        if !self.entries.is_empty() {
-            out.push(Record::Append {
-                group,
-                entries: self.entries.values().cloned().collect(),
-            });
-        }
+        let entries = self.entries.values().cloned().collect();
+        out.extend(appends(group, entries, APPEND_RECORD_BYTES));
         out
     }
 }
@@ -179,6 +207,35 @@ mod tests {
         assert_eq!(g.entries[&5].log_id.committed_leader_id().term, 2);
         assert_eq!(g.last_log_id().map(|l| l.index), Some(6));
         assert!(!index.groups.contains_key(&2));
+    }
+
+    #[test]
+    fn large_appends_split_by_size_in_log_order() {
+        let big = |i: u64| {
+            let mut e = blank_ent::<TypeConfig>(1, 1, i);
+            e.payload = openraft::EntryPayload::Normal(crate::raft::types::Proposal {
+                command: vec![0u8; 1000],
+                trace: None,
+            });
+            e
+        };
+        let entries: Vec<Entry> = (1..=10).map(big).collect();
+        let one = entry_bytes(&entries[0]);
+        let records = appends(1, entries, 3 * one);
+        let split: Vec<Vec<u64>> = records
+            .iter()
+            .map(|r| match r {
+                Record::Append { entries, .. } => entries.iter().map(|e| e.log_id.index).collect(),
+                _ => panic!("{r:?}"),
+            })
+            .collect();
+        assert_eq!(
+            split,
+            vec![vec![1, 2, 3], vec![4, 5, 6], vec![7, 8, 9], vec![10]]
+        );
+        // An entry over the budget is a record of its own.
+        assert_eq!(appends(1, (1..=2).map(big).collect(), 1).len(), 2);
+        assert!(appends(1, Vec::new(), 1).is_empty());
     }
 
     #[test]

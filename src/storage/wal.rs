@@ -7,15 +7,21 @@
 //! idempotent overwrites, because a crash in the middle of a checkpoint replays the old
 //! segments and then the checkpoint.
 //!
-//! Format: `dir/{seq:020}.wal` segments, each a run of records laid out as
+//! Format (version 2): `dir/{seq:020}.wal` segments, each an 8-byte header (`RNWAL\0` and
+//! the version as u16 LE) followed by a run of records laid out as
 //! `len: u32 LE | crc32(len bytes): u32 LE | crc32(payload): u32 LE | payload`.
 //! The length has its own checksum so a damaged length is caught before it is trusted to
 //! locate the next record; otherwise one flipped bit could silently skip real records.
+//! A record is a *frame*: everything written between two fsyncs, as a run of
+//! `len: u32 LE | bytes` items. Version 1 segments (no header, one item per record, written
+//! before frames existed) are still read; a node never appends to one.
 //!
-//! Recovery tells a *torn tail* (an append in flight at a crash: only possible at the end
-//! of the newest segment, never acknowledged, so safe to drop) from *corruption* (damage
-//! to data that may have been acknowledged, which must stop the node rather than lose
-//! committed entries quietly).
+//! Recovery tells a *torn tail* (a write in flight at a crash: never acknowledged, so safe
+//! to drop) from *corruption* (damage to data that may have been acknowledged, which must
+//! stop the node rather than lose committed entries quietly). Because each fsync covers
+//! exactly one frame, only the last frame of the newest segment can be unsynced: damage
+//! there with no valid record after it is torn, whatever order the kernel persisted the
+//! frame's pages in; damage anywhere else is corruption.
 //!
 //! Synchronous and single-owner by design: one dedicated writer thread drives it, so
 //! there is no locking and no background work.
@@ -28,6 +34,11 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 const HEADER_LEN: usize = 12;
+/// What every version-2 segment starts with: a magic and the format version.
+const SEGMENT_MAGIC: &[u8; 6] = b"RNWAL\0";
+/// The on-disk format this code writes; see the module docs.
+pub const FORMAT_VERSION: u16 = 2;
+const SEGMENT_HEADER_LEN: usize = 8;
 /// Largest payload accepted by `append`/`checkpoint`. Recovery treats larger lengths as
 /// corruption, so a damaged-but-checksummed length can't make us trust gigabytes.
 pub const MAX_RECORD_BYTES: usize = 64 << 20;
@@ -70,6 +81,8 @@ pub enum WalError {
     },
     #[error("WAL record of {len} bytes exceeds the {max}-byte limit")]
     TooLarge { len: usize, max: usize },
+    #[error("WAL segment {} has format version {version}; this raftnode reads 1 to {FORMAT_VERSION}", .path.display())]
+    Version { path: PathBuf, version: u16 },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
@@ -95,11 +108,77 @@ fn sync_dir(dir: &Path) -> Result<(), WalError> {
         .map_err(io_err(dir))
 }
 
-/// Opens a segment for appending; `create` insists it is new.
+/// Opens a segment for appending; `create` insists it is new, and writes its header.
 fn open_segment(path: &Path, create: bool) -> Result<File, WalError> {
     let mut o = OpenOptions::new();
     o.append(true).create_new(create);
-    o.open(path).map_err(io_err(path))
+    let mut f = o.open(path).map_err(io_err(path))?;
+    if create {
+        f.write_all(&segment_header()).map_err(io_err(path))?;
+    }
+    Ok(f)
+}
+
+fn segment_header() -> [u8; SEGMENT_HEADER_LEN] {
+    let mut h = [0u8; SEGMENT_HEADER_LEN];
+    h[..6].copy_from_slice(SEGMENT_MAGIC);
+    h[6..].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h
+}
+
+/// A segment's format version and where its records start. A version-1 segment has no
+/// header: it starts with a record, whose length can never read as the magic (it would be
+/// over the record limit).
+fn segment_format(path: &Path, buf: &[u8]) -> Result<(u16, usize), WalError> {
+    if buf.len() >= SEGMENT_HEADER_LEN && buf[..6] == SEGMENT_MAGIC[..] {
+        let version = u16::from_le_bytes([buf[6], buf[7]]);
+        if version != FORMAT_VERSION {
+            let path = path.to_path_buf();
+            return Err(WalError::Version { path, version });
+        }
+        return Ok((version, SEGMENT_HEADER_LEN));
+    }
+    if !buf.is_empty() && SEGMENT_MAGIC.starts_with(&buf[..buf.len().min(6)]) {
+        // A header cut short: the segment was being created at a crash.
+        return Ok((FORMAT_VERSION, buf.len()));
+    }
+    Ok((1, 0))
+}
+
+/// Encodes `items` as one frame's payload.
+fn encode_frame<'a>(items: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<u8>, WalError> {
+    let mut frame = Vec::new();
+    for item in items {
+        let len = u32::try_from(item.len()).map_err(|_| WalError::TooLarge {
+            len: item.len(),
+            max: MAX_RECORD_BYTES,
+        })?;
+        frame.extend_from_slice(&len.to_le_bytes());
+        frame.extend_from_slice(item);
+    }
+    Ok(frame)
+}
+
+/// Hands each item of a frame to `replay`; a malformed frame whose checksum held is a bug's
+/// trace, reported as such.
+fn replay_frame(
+    frame: &[u8],
+    replay: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+) -> Result<u64, String> {
+    let (mut at, mut items) = (0usize, 0u64);
+    while at < frame.len() {
+        let len = frame
+            .get(at..at + 4)
+            .map(|b| u32_at(b, 0) as usize)
+            .ok_or("frame item length cut short")?;
+        let item = frame
+            .get(at + 4..at + 4 + len)
+            .ok_or("frame item runs past its frame")?;
+        replay(item)?;
+        items += 1;
+        at += 4 + len;
+    }
+    Ok(items)
 }
 
 fn encode_header(payload: &[u8]) -> Result<[u8; HEADER_LEN], WalError> {
@@ -126,47 +205,45 @@ fn encode_record(buf: &mut Vec<u8>, payload: &[u8]) -> Result<(), WalError> {
     Ok(())
 }
 
-/// Damage found at one offset, before knowing whether it is in the last segment.
-enum Damage {
-    Torn(&'static str),
-    Corrupt(&'static str),
+/// Validates the record at the start of `rest` and returns its payload, or why not.
+fn parse_record(rest: &[u8]) -> Result<&[u8], &'static str> {
+    if rest.len() < HEADER_LEN {
+        return Err("truncated record header");
+    }
+    if crc32fast::hash(&rest[0..4]) != u32_at(rest, 4) {
+        return Err("length checksum mismatch");
+    }
+    let len = u32_at(rest, 0) as usize;
+    if len > MAX_RECORD_BYTES {
+        return Err("record length exceeds maximum");
+    }
+    let Some(payload) = rest.get(HEADER_LEN..HEADER_LEN + len) else {
+        return Err("payload extends past end of file");
+    };
+    if crc32fast::hash(payload) != u32_at(rest, 8) {
+        return Err("payload checksum mismatch");
+    }
+    Ok(payload)
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// Validates the record at the start of `rest` and returns its payload.
-fn parse_record(rest: &[u8]) -> Result<&[u8], Damage> {
-    if rest.len() < HEADER_LEN {
-        return Err(Damage::Torn("truncated record header"));
-    }
-    if crc32fast::hash(&rest[0..4]) != u32_at(rest, 4) {
-        return Err(Damage::Corrupt("length checksum mismatch"));
-    }
-    let len = u32_at(rest, 0) as usize;
-    if len > MAX_RECORD_BYTES {
-        return Err(Damage::Corrupt("record length exceeds maximum"));
-    }
-    let Some(payload) = rest.get(HEADER_LEN..HEADER_LEN + len) else {
-        return Err(Damage::Torn("payload extends past end of file"));
-    };
-    if crc32fast::hash(payload) != u32_at(rest, 8) {
-        // A record ending exactly at EOF is the one that was being written at the crash.
-        return Err(if rest.len() == HEADER_LEN + len {
-            Damage::Torn("payload checksum mismatch in final record")
-        } else {
-            Damage::Corrupt("payload checksum mismatch")
-        });
-    }
-    Ok(payload)
+/// Whether a valid record starts anywhere in `buf`: damage followed by one is not a torn
+/// write, since every record is fsynced before the next one is written.
+fn valid_record_in(buf: &[u8]) -> bool {
+    (0..buf.len().saturating_sub(HEADER_LEN - 1)).any(|at| parse_record(&buf[at..]).is_ok())
 }
 
 #[derive(Debug)]
 struct Scan {
+    /// Items replayed (a version-1 record is one item).
     records: u64,
     /// Offset of the first byte not part of a valid record (== buf.len() if clean).
     valid_len: u64,
+    /// The segment's format version.
+    version: u16,
 }
 
 /// Replays one segment's bytes (`path` only labels errors). Torn damage is tolerated
@@ -177,44 +254,70 @@ fn scan_segment(
     is_last: bool,
     replay: &mut dyn FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<Scan, WalError> {
-    let (mut off, mut records) = (0usize, 0u64);
+    let corrupt = |offset: usize, reason: String| WalError::Corrupt {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        reason,
+    };
+    let (version, start) = segment_format(path, buf)?;
+    if !is_last && version == FORMAT_VERSION && start < SEGMENT_HEADER_LEN {
+        return Err(corrupt(
+            0,
+            "segment header cut short (in a non-final segment)".into(),
+        ));
+    }
+    let (mut off, mut records) = (start, 0u64);
     while off < buf.len() {
-        let (offset, rest) = (off as u64, &buf[off..]);
-        let damage = match parse_record(rest) {
+        let rest = &buf[off..];
+        let reason = match parse_record(rest) {
             Ok(payload) => {
-                replay(payload).map_err(|message| WalError::Replay {
+                let replayed = if version == 1 {
+                    replay(payload).map(|()| 1)
+                } else {
+                    replay_frame(payload, replay)
+                };
+                records += replayed.map_err(|message| WalError::Replay {
                     path: path.to_path_buf(),
-                    offset,
+                    offset: off as u64,
                     message,
                 })?;
-                records += 1;
                 off += HEADER_LEN + payload.len();
                 continue;
             }
-            // Filesystems can expose zeroed blocks past the last durable write after a
-            // crash, so an all-zero remainder is an unfinished append, not damage.
-            Err(_) if rest.iter().all(|&b| b == 0) => Damage::Torn("zero-filled tail"),
-            Err(d) => d,
+            Err(reason) => reason,
         };
-        match damage {
-            Damage::Torn(_) if is_last => break,
-            Damage::Torn(r) | Damage::Corrupt(r) => {
-                let reason = if is_last {
-                    r.to_string()
-                } else {
-                    format!("{r} (in a non-final segment)")
-                };
-                let path = path.to_path_buf();
-                return Err(WalError::Corrupt {
-                    path,
-                    offset,
-                    reason,
-                });
-            }
+        if !is_last {
+            return Err(corrupt(off, format!("{reason} (in a non-final segment)")));
         }
+        // Version 1 wrote several records per fsync, so only a damaged final record, or
+        // zeros, could be torn there.
+        let torn = if version == 1 {
+            rest.iter().all(|&b| b == 0)
+                || matches!(
+                    reason,
+                    "truncated record header" | "payload extends past end of file"
+                )
+                || (reason == "payload checksum mismatch"
+                    && rest.len() == HEADER_LEN + u32_at(rest, 0) as usize)
+        } else {
+            !valid_record_in(&rest[1..])
+        };
+        if torn {
+            break;
+        }
+        let reason = if version == 1 {
+            reason.to_string()
+        } else {
+            format!("{reason}, with valid records after it")
+        };
+        return Err(corrupt(off, reason));
     }
     let valid_len = off as u64;
-    Ok(Scan { records, valid_len })
+    Ok(Scan {
+        records,
+        valid_len,
+        version,
+    })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -272,6 +375,7 @@ impl Wal {
             ..RecoveryReport::default()
         };
         let mut sealed = Vec::with_capacity(seqs.len());
+        let mut last_version = FORMAT_VERSION;
         for (i, &seq) in seqs.iter().enumerate() {
             if i > 0 && seq != seqs[i - 1] + 1 {
                 // Not fatal: a checkpoint's unlinks of old segments may persist out of order
@@ -282,6 +386,7 @@ impl Wal {
             let path = segment_path(&dir, seq);
             let buf = fs::read(&path).map_err(io_err(&path))?;
             let scan = scan_segment(&path, &buf, i + 1 == seqs.len(), &mut replay)?;
+            last_version = scan.version;
             let dropped = buf.len() as u64 - scan.valid_len;
             if dropped > 0 {
                 let (file, offset) = (path.display(), scan.valid_len);
@@ -300,12 +405,32 @@ impl Wal {
             sealed.push(Segment { seq, len });
         }
 
+        // A node appends only to a segment of the current format, with its header whole.
         let (active, file) = match sealed.pop() {
-            Some(last) => (last, open_segment(&segment_path(&dir, last.seq), false)?),
-            None => {
-                let file = open_segment(&segment_path(&dir, 1), true)?;
+            Some(last)
+                if last_version == FORMAT_VERSION && last.len >= SEGMENT_HEADER_LEN as u64 =>
+            {
+                (last, open_segment(&segment_path(&dir, last.seq), false)?)
+            }
+            Some(last) if last.len < SEGMENT_HEADER_LEN as u64 => {
+                // Created at a crash before its header was whole: start it again.
+                let path = segment_path(&dir, last.seq);
+                fs::remove_file(&path).map_err(io_err(&path))?;
+                let file = open_segment(&path, true)?;
+                file.sync_all().map_err(io_err(&path))?;
                 sync_dir(&dir)?;
-                (Segment { seq: 1, len: 0 }, file)
+                let len = SEGMENT_HEADER_LEN as u64;
+                (Segment { seq: last.seq, len }, file)
+            }
+            last => {
+                let seq = last.map_or(1, |l| l.seq + 1);
+                sealed.extend(last);
+                let path = segment_path(&dir, seq);
+                let file = open_segment(&path, true)?;
+                file.sync_all().map_err(io_err(&path))?;
+                sync_dir(&dir)?;
+                let len = SEGMENT_HEADER_LEN as u64;
+                (Segment { seq, len }, file)
             }
         };
         let wal = Wal {
@@ -320,26 +445,26 @@ impl Wal {
         Ok((wal, report))
     }
 
-    /// Buffers and writes records to the active segment (one write_all of the encoded
-    /// batch). Does NOT fsync. Rotates first if the active segment is past
-    /// `segment_bytes`. A record over `MAX_RECORD_BYTES` fails the whole batch unwritten.
+    /// Writes `items` to the active segment as one frame (one record, one `write_all`). Does
+    /// NOT fsync; the caller fsyncs before the next frame, since recovery counts on every
+    /// frame but the last being durable. Rotates first if the active segment is past
+    /// `segment_bytes`. A frame over `MAX_RECORD_BYTES` fails unwritten.
     pub fn append<'a>(
         &mut self,
-        records: impl IntoIterator<Item = &'a [u8]>,
+        items: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<(), WalError> {
         self.check_usable()?;
-        self.buf.clear();
-        for r in records {
-            encode_record(&mut self.buf, r)?;
-        }
-        if self.buf.is_empty() {
+        let frame = encode_frame(items)?;
+        if frame.is_empty() {
             return Ok(());
         }
-        if self.active.len > 0 && self.active.len >= self.segment_bytes {
+        self.buf.clear();
+        encode_record(&mut self.buf, &frame)?;
+        if self.active.len > SEGMENT_HEADER_LEN as u64 && self.active.len >= self.segment_bytes {
             self.rotate()?;
         }
         if let Err(e) = self.file.write_all(&self.buf) {
-            // A partial batch would sit in front of every later record and read as
+            // A partial frame would sit in front of every later record and read as
             // corruption at the next open, so cut it off or refuse further writes.
             if self.file.set_len(self.active.len).is_err() {
                 self.failed = true;
@@ -404,7 +529,8 @@ impl Wal {
         self.sync_active()?;
         let seq = self.active.seq + 1;
         self.file = open_segment(&segment_path(&self.dir, seq), true)?;
-        let old = std::mem::replace(&mut self.active, Segment { seq, len: 0 });
+        let len = SEGMENT_HEADER_LEN as u64;
+        let old = std::mem::replace(&mut self.active, Segment { seq, len });
         self.sealed.push(old);
         self.sync_dir_or_fail()
     }
@@ -432,23 +558,45 @@ impl Wal {
     }
 }
 
-/// Streams records into a fresh file and fsyncs it; a checkpoint can be as large as the
-/// whole live state, so it is not staged in memory. Returns bytes written.
+/// A checkpoint's frames: this many bytes of items each, at most (one larger item goes
+/// alone). The file is fsynced whole before it becomes a segment, so frames here only keep
+/// records under the limit.
+const CHECKPOINT_FRAME_BYTES: usize = 16 << 20;
+
+/// Streams items into a fresh segment file, in frames, and fsyncs it; a checkpoint can be as
+/// large as the whole live state, so it is not staged in memory. Returns bytes written.
 fn write_synced_file<'a>(
     path: &Path,
-    records: impl IntoIterator<Item = &'a [u8]>,
+    items: impl IntoIterator<Item = &'a [u8]>,
 ) -> Result<u64, WalError> {
     let mut o = OpenOptions::new();
     let file = o.write(true).create(true).truncate(true).open(path);
     let mut w = BufWriter::with_capacity(1 << 20, file.map_err(io_err(path))?);
-    let mut len = 0u64;
-    for r in records {
-        let header = encode_header(r)?;
+    w.write_all(&segment_header()).map_err(io_err(path))?;
+    let mut len = SEGMENT_HEADER_LEN as u64;
+    let mut frame: Vec<&[u8]> = Vec::new();
+    let mut frame_bytes = 0usize;
+    let mut flush = |frame: &mut Vec<&[u8]>, w: &mut BufWriter<File>| -> Result<(), WalError> {
+        if frame.is_empty() {
+            return Ok(());
+        }
+        let payload = encode_frame(frame.drain(..))?;
+        let header = encode_header(&payload)?;
         w.write_all(&header)
-            .and_then(|()| w.write_all(r))
+            .and_then(|()| w.write_all(&payload))
             .map_err(io_err(path))?;
-        len += (HEADER_LEN + r.len()) as u64;
+        len += (HEADER_LEN + payload.len()) as u64;
+        Ok(())
+    };
+    for item in items {
+        if !frame.is_empty() && frame_bytes + item.len() > CHECKPOINT_FRAME_BYTES {
+            flush(&mut frame, &mut w)?;
+            frame_bytes = 0;
+        }
+        frame_bytes += item.len() + 4;
+        frame.push(item);
     }
+    flush(&mut frame, &mut w)?;
     let file = w.into_inner().map_err(|e| io_err(path)(e.into_error()))?;
     file.sync_all().map_err(io_err(path))?;
     Ok(len)
@@ -500,9 +648,14 @@ mod tests {
         v
     }
 
-    /// Offset of record `i` in a single segment holding rec(0)..
+    /// Bytes of rec(i) written alone as a frame.
+    fn framed(i: usize) -> u64 {
+        (HEADER_LEN + 4 + rec(i).len()) as u64
+    }
+
+    /// Offset of record `i` in a single segment holding rec(0).., one frame each.
     fn offset_of(i: usize) -> u64 {
-        (0..i).map(|j| (HEADER_LEN + rec(j).len()) as u64).sum()
+        SEGMENT_HEADER_LEN as u64 + (0..i).map(framed).sum::<u64>()
     }
 
     fn flip(path: &Path, offset: u64) {
@@ -520,13 +673,20 @@ mod tests {
         }
     }
 
+    /// Version 1 (no segment header, several records per fsync): only a damaged final record
+    /// or zeros are torn.
     #[test]
-    fn scan_classifies_torn_and_corrupt() {
+    fn scan_classifies_torn_and_corrupt_in_version_1() {
         let mut buf = Vec::new();
         for r in (0..3).map(rec) {
             encode_record(&mut buf, &r).unwrap();
         }
-        let (r1, r2, full) = (offset_of(1), offset_of(2), buf.len() as u64);
+        let v1_offset = |i: usize| {
+            (0..i)
+                .map(|j| (HEADER_LEN + rec(j).len()) as u64)
+                .sum::<u64>()
+        };
+        let (r1, r2, full) = (v1_offset(1), v1_offset(2), buf.len() as u64);
         let with = |f: &dyn Fn(&mut Vec<u8>)| {
             let mut b = buf.clone();
             f(&mut b);
@@ -560,6 +720,149 @@ mod tests {
                 .copy_from_slice(&crc32fast::hash(&huge).to_le_bytes());
         });
         assert_eq!(scan(&bad_len, true), Err(r2));
+    }
+
+    /// Version 2 (one frame per fsync): damage with no valid record after it is torn,
+    /// wherever it starts and whatever it looks like; damage with a valid record after it is
+    /// corruption.
+    #[test]
+    fn scan_classifies_torn_and_corrupt_frames() {
+        let mut buf = segment_header().to_vec();
+        for i in 0..3 {
+            encode_record(&mut buf, &encode_frame([rec(i).as_slice()]).unwrap()).unwrap();
+        }
+        let (r1, r2, full) = (offset_of(1), offset_of(2), buf.len() as u64);
+        let header = SEGMENT_HEADER_LEN as u64;
+        let with = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = buf.clone();
+            f(&mut b);
+            b
+        };
+        assert_eq!(scan(&buf, true), Ok((3, full)));
+        assert_eq!(scan(&buf[..SEGMENT_HEADER_LEN], false), Ok((0, header)));
+        // The last frame's header garbled (its pages persisted out of order), payload intact.
+        let head = with(&|b| b[r2 as usize] ^= 0x55);
+        assert_eq!(scan(&head, true), Ok((2, r2)));
+        assert_eq!(scan(&head, false), Err(r2));
+        // Zeros over the middle of the last frame.
+        let hole = with(&|b| b[r2 as usize + 3..r2 as usize + 14].fill(0));
+        assert_eq!(scan(&hole, true), Ok((2, r2)));
+        // Random bytes after the last frame.
+        let junk = with(&|b| b.extend_from_slice(b"\x13\x37 not a record at all"));
+        assert_eq!(scan(&junk, true), Ok((3, full)));
+        // Damage to an earlier frame, with a valid one after it.
+        let early = with(&|b| b[r1 as usize + HEADER_LEN + 6] ^= 1);
+        assert_eq!(scan(&early, true), Err(r1));
+        // A frame whose items do not add up, under a valid checksum, is a replay error.
+        let mut bad = segment_header().to_vec();
+        encode_record(&mut bad, &[9, 0, 0, 0, 1]).unwrap();
+        assert!(matches!(
+            scan_segment(Path::new("/seg"), &bad, true, &mut |_| Ok(())),
+            Err(WalError::Replay { .. })
+        ));
+        // A format from the future is refused, not guessed at.
+        let mut future = bad.clone();
+        future[6] = 3;
+        assert!(matches!(
+            scan_segment(Path::new("/seg"), &future, true, &mut |_| Ok(())),
+            Err(WalError::Version { version: 3, .. })
+        ));
+    }
+
+    /// The last batch is one frame: whatever part of it reached the disk, at any item
+    /// boundary, in any order, recovery drops all of it and keeps every synced frame.
+    #[test]
+    fn a_torn_last_batch_is_dropped_whole_at_every_boundary() {
+        let tmp = TempDir::new().unwrap();
+        let synced = write_records(tmp.path(), 4, 1 << 20);
+        let seg = segment_files(tmp.path()).remove(0);
+        let clean = fs::read(&seg).unwrap();
+        let batch: Vec<Vec<u8>> = (10..15).map(rec).collect();
+        let (mut wal, _) = Wal::open(opts(tmp.path(), 1 << 20), |_| Ok(())).unwrap();
+        wal.append(batch.iter().map(Vec::as_slice)).unwrap();
+        drop(wal);
+        let full = fs::read(&seg).unwrap();
+        let start = clean.len();
+        // Item boundaries inside the frame's payload, and the frame's own edges.
+        let mut cuts = vec![start, start + 4, start + HEADER_LEN];
+        let mut at = start + HEADER_LEN;
+        for item in &batch {
+            at += 4 + item.len();
+            cuts.push(at);
+        }
+        for &cut in &cuts {
+            let variants: [(&str, Vec<u8>); 3] = [
+                ("cut short", full[..cut].to_vec()),
+                ("tail only", {
+                    let mut b = full.clone();
+                    b[start..cut].fill(0);
+                    b
+                }),
+                ("head only", {
+                    let mut b = full.clone();
+                    b[cut..].fill(0);
+                    b
+                }),
+            ];
+            for (how, bytes) in variants {
+                if bytes == full || bytes == clean {
+                    continue;
+                }
+                fs::write(&seg, &bytes).unwrap();
+                let (got, report, _) =
+                    reopen(tmp.path()).unwrap_or_else(|e| panic!("{how} at {cut}: {e}"));
+                assert_eq!(got, synced, "{how} at {cut}");
+                assert_eq!(
+                    report.torn_tail.map(|t| t.1),
+                    Some(start as u64),
+                    "{how} at {cut}"
+                );
+                assert_eq!(fs::read(&seg).unwrap(), clean, "{how} at {cut}");
+            }
+        }
+    }
+
+    /// Segments written before frames (version 1) replay as they were; new writes go to a
+    /// new segment of the current format.
+    #[test]
+    fn version_1_segments_are_read_and_never_appended_to() {
+        let tmp = TempDir::new().unwrap();
+        let old: Vec<Vec<u8>> = (0..5).map(rec).collect();
+        let mut v1 = Vec::new();
+        for r in &old {
+            encode_record(&mut v1, r).unwrap();
+        }
+        let first = segment_path(tmp.path(), 1);
+        fs::write(&first, &v1).unwrap();
+        let (got, report, mut wal) = reopen(tmp.path()).unwrap();
+        assert_eq!(got, old);
+        assert_eq!(report.records, 5);
+        wal.append([b"new".as_slice()]).unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        assert_eq!(fs::read(&first).unwrap(), v1);
+        let files = segment_files(tmp.path());
+        assert_eq!(files.len(), 2);
+        assert!(fs::read(&files[1]).unwrap().starts_with(SEGMENT_MAGIC));
+        let (got, _, _) = reopen(tmp.path()).unwrap();
+        assert_eq!(got.len(), 6);
+        assert_eq!(got.last().unwrap(), b"new");
+    }
+
+    /// A segment created at a crash before its header was whole is started again.
+    #[test]
+    fn a_segment_with_half_a_header_is_started_again() {
+        let tmp = TempDir::new().unwrap();
+        let recs = write_records(tmp.path(), 3, 1 << 20);
+        let next = segment_path(tmp.path(), 2);
+        fs::write(&next, &SEGMENT_MAGIC[..3]).unwrap();
+        let (got, _, mut wal) = reopen(tmp.path()).unwrap();
+        assert_eq!(got, recs);
+        wal.append([b"after".as_slice()]).unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        let (got, _, _) = reopen(tmp.path()).unwrap();
+        assert_eq!(got.len(), 4);
     }
 
     #[test]
@@ -603,7 +906,7 @@ mod tests {
             .unwrap();
         let (got, report, mut wal) = reopen(tmp.path()).unwrap();
         assert_eq!(got, recs[..9]);
-        let dropped = (HEADER_LEN + recs[9].len() - 3) as u64;
+        let dropped = framed(9) - 3;
         assert_eq!(report.torn_tail, Some((seg.clone(), offset_of(9), dropped)));
         assert_eq!(fs::metadata(&seg).unwrap().len(), offset_of(9));
         wal.append([b"after".as_slice()]).unwrap();
@@ -623,7 +926,7 @@ mod tests {
         flip(&seg, fs::metadata(&seg).unwrap().len() - 1);
         let (got, report, _) = reopen(tmp.path()).unwrap();
         assert_eq!(got, recs[..9]);
-        let dropped = (HEADER_LEN + recs[9].len()) as u64;
+        let dropped = framed(9);
         assert_eq!(report.torn_tail, Some((seg, offset_of(9), dropped)));
     }
 
@@ -724,7 +1027,7 @@ mod tests {
         let big = vec![0u8; MAX_RECORD_BYTES + 1];
         let err = wal.append([b"ok".as_slice(), big.as_slice()]).unwrap_err();
         assert!(matches!(err, WalError::TooLarge { .. }));
-        assert_eq!(wal.total_bytes(), 0);
+        assert_eq!(wal.total_bytes(), SEGMENT_HEADER_LEN as u64);
         let err = wal.checkpoint([big.as_slice()]).unwrap_err();
         assert!(matches!(err, WalError::TooLarge { .. }));
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);

@@ -1148,6 +1148,8 @@ pub fn verify_acked(node: &Node, group: u64, acked: &[(String, String)]) -> usiz
 // WAL files (format from DESIGN/contract: [len u32 LE][crc32(len) u32][crc32(payload) u32] + payload).
 
 pub const WAL_HEADER: usize = 12;
+/// Every segment of the current format starts with `RNWAL\0` and the version (u16 LE).
+pub const WAL_SEGMENT_HEADER: usize = 8;
 
 /// Segment files `data/wal/*.wal`, sorted by name (= by sequence).
 pub fn wal_segments(data_dir: &Path) -> Vec<PathBuf> {
@@ -1177,7 +1179,11 @@ pub fn parse_wal(bytes: &[u8]) -> (Vec<WalRecord>, usize) {
     let u32_at =
         |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
     let mut records = Vec::new();
-    let mut off = 0;
+    let mut off = if bytes.starts_with(b"RNWAL\0") {
+        WAL_SEGMENT_HEADER
+    } else {
+        0
+    };
     while off + WAL_HEADER <= bytes.len() {
         let len = u32_at(off) as usize;
         let end = off + WAL_HEADER + len;
