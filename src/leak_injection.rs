@@ -1,6 +1,9 @@
 //! Deliberate leaks, compiled only with the `leak-injection` feature, to prove that detection
 //! works end to end: an operator (or a test) arms one, and the next stop of a group or of the
 //! shared RPC server leaves exactly that resource behind, to be named by the leak verdict.
+//!
+//! Also one deliberate fault, for the same kind of proof of exactly-once writes: the reply to
+//! a forwarded proposal lost after the proposal took effect, or the leader dying right then.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -21,11 +24,23 @@ pub enum LeakKind {
     Connection,
 }
 
-/// Leaks armed for the next stops.
+/// What happens to the next forwarded proposal this node applies as leader, instead of its
+/// reply reaching the node that forwarded it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProposeFault {
+    /// The reply is lost: the forwarding node hears "unavailable" and proposes again.
+    LoseReply,
+    /// This process exits at once (status 137), as if killed.
+    Exit,
+}
+
+/// Leaks armed for the next stops, and the fault armed for the next forwarded proposal.
 #[derive(Default)]
 pub struct Armed {
     group: Mutex<Vec<LeakKind>>,
     rpc_server: Mutex<u32>,
+    propose: Mutex<Option<ProposeFault>>,
 }
 
 /// What an injected connection leak holds forever: the socket and its ledger guard.
@@ -44,6 +59,19 @@ impl Armed {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(kind);
+    }
+
+    /// Arms `fault` for the next forwarded proposal that takes effect here.
+    pub fn arm_propose(&self, fault: ProposeFault) {
+        *self.propose.lock().unwrap_or_else(|e| e.into_inner()) = Some(fault);
+    }
+
+    /// The armed proposal fault, disarmed.
+    pub fn take_propose(&self) -> Option<ProposeFault> {
+        self.propose
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// Arms one leaked inbound connection for the next stop of the shared RPC server.

@@ -3,6 +3,7 @@
 //! openraft down and then holds the group's owner to a zero count.
 
 pub mod quiesce;
+pub mod requests;
 pub mod stats;
 
 use std::collections::BTreeMap;
@@ -90,6 +91,8 @@ pub struct Group {
     pub sm: SmAdapter,
     /// Its proposal and leader-change counters.
     pub stats: Arc<GroupStats>,
+    /// This node's numbering of the requests it proposes here.
+    pub requests: Arc<requests::Requests>,
     owner: Owner,
     /// Whether the group is quiesced here (openraft's tick off). Changed only with the tick,
     /// under this lock, so that a wake racing a quiesce can never leave the tick off while the
@@ -163,6 +166,7 @@ impl Group {
             raft,
             sm,
             stats,
+            requests: Arc::new(requests::Requests::new(deps.node_id, id)),
             owner,
             quiesced: std::sync::Mutex::new(Sleep {
                 asleep,

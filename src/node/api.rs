@@ -47,7 +47,9 @@ pub(crate) fn router(core: Arc<NodeCore>, metrics: Metrics, app: Option<Router>)
         .route("/v1/groups/{id}/voters/{node}", delete(remove_voter))
         .route("/v1/admin/rpc-server/restart", post(restart_rpc_server));
     #[cfg(feature = "leak-injection")]
-    let router = router.route("/v1/debug/leaks", post(inject_leak));
+    let router = router
+        .route("/v1/debug/leaks", post(inject_leak))
+        .route("/v1/debug/faults", post(inject_fault));
     let router = router.with_state(ApiState { core, metrics });
     let router = match app {
         Some(app) => router.merge(app),
@@ -401,6 +403,23 @@ struct LeakBody {
     /// `group` (the next group stop) or `rpc_server` (the next gRPC server stop).
     target: String,
     kind: crate::leak_injection::LeakKind,
+}
+
+#[cfg(feature = "leak-injection")]
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultBody {
+    /// What happens to the next forwarded proposal this node applies as leader.
+    propose: crate::leak_injection::ProposeFault,
+}
+
+#[cfg(feature = "leak-injection")]
+async fn inject_fault(State(s): State<ApiState>, b: Bytes) -> Result<impl IntoResponse, ApiError> {
+    let req: FaultBody = body(&b)?.ok_or_else(|| {
+        ApiError::bad_request("body must be {\"propose\": \"lose_reply\" or \"exit\"}")
+    })?;
+    s.core.injected.arm_propose(req.propose);
+    Ok(json_ok(json!({ "armed": req.propose })))
 }
 
 #[cfg(feature = "leak-injection")]

@@ -29,7 +29,7 @@ use crate::node::registry::Registry;
 use crate::node::route::{self, Route};
 use crate::node::types::ReadMode;
 use crate::raft::state_machine::Raft;
-use crate::raft::types::{GroupId, NodeId, Proposal, Reply, TypeConfig};
+use crate::raft::types::{GroupId, NodeId, Proposal, Reply, RequestId, TypeConfig};
 use crate::rpc::client::{self, CallError};
 use crate::rpc::methods::{
     rpc, Proposed, QuiesceAnswer, QuiesceRequest, ReadIndexRequest, Refusal,
@@ -290,7 +290,12 @@ impl NodeCore {
 
     /// Proposes on this node only: the path of a forwarded proposal, and the first attempt of
     /// every proposal.
-    async fn propose_here(&self, g: &Group, command: Vec<u8>) -> Result<Proposed, Refusal> {
+    async fn propose_here(
+        &self,
+        g: &Group,
+        command: Vec<u8>,
+        request: Option<RequestId>,
+    ) -> Result<Proposed, Refusal> {
         // Counted before the wake, so that the quiescer never puts the group to sleep under it.
         let guard = g.stats.proposal();
         g.wake_for_work().await;
@@ -306,6 +311,7 @@ impl NodeCore {
             let proposal = Proposal {
                 command,
                 trace: crate::otel::propagation::current_traceparent(),
+                request,
             };
             let written = g.raft.client_write(proposal).await;
             if let Ok(w) = &written {
@@ -349,11 +355,15 @@ impl NodeCore {
         group: GroupId,
         command: Vec<u8>,
     ) -> Result<(u64, Reply), RequestError> {
-        // What is forwarded is the command alone: the leader's own proposal span is the
-        // parent that replication and apply join.
+        // Numbered once: every attempt proposes the same request, which the state machine
+        // applies once however many copies reach the log.
+        let open = self.client_group(group)?.requests.open();
+        // What is forwarded is the command and its number: the leader's own proposal span is
+        // the parent that replication and apply join.
         let proposal = Proposal {
             command,
             trace: None,
+            request: Some(open.id),
         };
         let proposal = &proposal;
         self.with_retry(group, |leader| async move {
@@ -364,7 +374,7 @@ impl NodeCore {
             }
             let Some((leader, addr)) = leader else {
                 return Ok(self
-                    .propose_here(&g, proposal.command.clone())
+                    .propose_here(&g, proposal.command.clone(), proposal.request)
                     .await
                     .map(|p| (p.index, p.reply)));
             };
@@ -685,7 +695,28 @@ impl Router for NodeCore {
             let g = self.registry.get(group).ok_or(Refusal::GroupNotFound)?;
             g.sm.read(|m| m.check(&proposal.command))
                 .map_err(Refusal::Invalid)?;
-            self.propose_here(&g, proposal.command).await
+            let proposed = self
+                .propose_here(&g, proposal.command, proposal.request)
+                .await;
+            #[cfg(feature = "leak-injection")]
+            if proposed.is_ok() {
+                use crate::leak_injection::ProposeFault;
+                match self.injected.take_propose() {
+                    Some(ProposeFault::LoseReply) => {
+                        tracing::warn!(
+                            group,
+                            "injected fault: losing a forwarded proposal's reply"
+                        );
+                        return Err(Refusal::Unavailable("injected fault: reply lost".into()));
+                    }
+                    Some(ProposeFault::Exit) => {
+                        tracing::warn!(group, "injected fault: exiting after a forwarded proposal");
+                        std::process::exit(137);
+                    }
+                    None => {}
+                }
+            }
+            proposed
         })
     }
 }

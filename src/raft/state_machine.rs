@@ -1,6 +1,7 @@
 //! openraft's state machine for one group: the embedding program's [`StateMachine`], behind its
-//! codec, plus what raftnode keeps for it (the last applied log id, the membership, and the
-//! snapshot file). Thin by design: decode, apply, encode, answer.
+//! codec, plus what raftnode keeps for it (the last applied log id, the membership, the client
+//! sessions that make a retried write take effect once, and the snapshot file). Thin by
+//! design: decode, apply, encode, answer.
 //!
 //! State lives in the program's state machine behind a lock that readers share; durability
 //! comes from the WAL (every applied entry stays in the log until a snapshot covers it) and from
@@ -8,6 +9,7 @@
 //!
 //! [`StateMachine`]: crate::StateMachine
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,8 +18,12 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
 
-use crate::raft::types::{GroupId, LogId, Reply, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::raft::sessions::{Seen, Sessions};
+use crate::raft::types::{
+    GroupId, LogId, Reply, RequestId, SnapshotMeta, StoredMembership, TypeConfig,
+};
 use crate::state_machine::ErasedStateMachine;
 use crate::storage::snapshot_file::SnapshotFile;
 
@@ -26,6 +32,8 @@ struct Applied {
     machine: Box<dyn ErasedStateMachine>,
     last_applied: Option<LogId>,
     membership: StoredMembership,
+    /// Client requests applied lately, with their replies: a copy is answered, not applied.
+    sessions: Sessions,
 }
 
 struct Shared {
@@ -47,12 +55,26 @@ pub type Raft = openraft::Raft<TypeConfig, SmAdapter>;
 /// A snapshot: its metadata and its file.
 pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;
 
-/// A normal entry waiting for its batch: its log id, its command, and who waits for it.
+/// A normal entry waiting for its batch: its log id, its command, its request, and who waits
+/// for it.
 type Pending = (
     LogId,
     Vec<u8>,
+    Option<RequestId>,
     Option<openraft::storage::ApplyResponder<TypeConfig>>,
 );
+
+/// What a snapshot file's metadata section holds: openraft's metadata and the session table,
+/// under a tag that tells it from the files written before sessions (openraft's metadata
+/// alone).
+#[derive(Serialize, Deserialize)]
+struct FileMeta {
+    tag: String,
+    meta: SnapshotMeta,
+    sessions: Sessions,
+}
+
+const FILE_META_TAG: &str = "raftnode-snapshot-meta-2";
 
 /// A group's state machine as openraft sees it. Clones share the state.
 #[derive(Clone)]
@@ -60,12 +82,28 @@ pub struct SmAdapter {
     shared: Arc<Shared>,
 }
 
-fn meta_bytes(meta: &SnapshotMeta) -> io::Result<Vec<u8>> {
-    rmp_serde::to_vec(meta).map_err(io::Error::other)
+fn meta_bytes(meta: &SnapshotMeta, sessions: &Sessions) -> io::Result<Vec<u8>> {
+    let file_meta = FileMeta {
+        tag: FILE_META_TAG.to_string(),
+        meta: meta.clone(),
+        sessions: sessions.clone(),
+    };
+    rmp_serde::to_vec(&file_meta).map_err(io::Error::other)
 }
 
 fn decode_meta(file: &SnapshotFile) -> io::Result<SnapshotMeta> {
-    rmp_serde::from_slice(&file.meta()?).map_err(|e| {
+    decode_file_meta(file).map(|(meta, _)| meta)
+}
+
+fn decode_file_meta(file: &SnapshotFile) -> io::Result<(SnapshotMeta, Sessions)> {
+    let bytes = file.meta()?;
+    if let Ok(m) = rmp_serde::from_slice::<FileMeta>(&bytes) {
+        if m.tag == FILE_META_TAG {
+            return Ok((m.meta, m.sessions));
+        }
+    }
+    let legacy = rmp_serde::from_slice::<SnapshotMeta>(&bytes);
+    legacy.map(|m| (m, Sessions::default())).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
@@ -126,13 +164,15 @@ impl SmAdapter {
     ) -> io::Result<SmAdapter> {
         let mut last_applied = None;
         let mut membership = StoredMembership::default();
+        let mut sessions = Sessions::default();
         let file = SnapshotFile::open(snapshot_dir, group)?;
         if let Some(file) = &file {
             file.verify()?;
-            let meta = decode_meta(file)?;
+            let (meta, restored) = decode_file_meta(file)?;
             file.read_payload(|r| machine.restore(r))?;
             last_applied = meta.last_log_id;
             membership = meta.last_membership;
+            sessions = restored;
         }
         Ok(SmAdapter {
             shared: Arc::new(Shared {
@@ -142,6 +182,7 @@ impl SmAdapter {
                     machine,
                     last_applied,
                     membership,
+                    sessions,
                 }),
                 has_snapshot: AtomicBool::new(file.is_some()),
                 current: Mutex::new(last_applied.filter(|_| file.is_some())),
@@ -164,36 +205,83 @@ impl SmAdapter {
         self.shared.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Applies one run of normal entries and answers their responders.
+    /// Applies one run of normal entries and answers their responders. A copy of a request
+    /// applied before (here or earlier in the run) is answered with the first reply and not
+    /// applied again; every replica decides alike, from the log alone.
     fn apply_run(&self, run: &mut Vec<Pending>) -> io::Result<()> {
         if run.is_empty() {
             return Ok(());
         }
         let replies = {
             let mut st = self.state_mut();
-            let wanted: Vec<bool> = run.iter().map(|(_, _, r)| r.is_some()).collect();
-            let batch = run
-                .iter()
-                .map(|(id, c, _)| (id.index, c.as_slice()))
-                .collect();
-            let replies = st.machine.apply(batch, &wanted).map_err(|e| {
+            let mut answers: Vec<Answer> = Vec::with_capacity(run.len());
+            let mut batch = Vec::with_capacity(run.len());
+            let mut wanted = Vec::with_capacity(run.len());
+            let mut in_run: HashMap<(u64, u64), usize> = HashMap::new();
+            for (id, command, request, responder) in run.iter() {
+                let seen = match request {
+                    Some(r) => match in_run.get(&(r.client, r.seq)) {
+                        Some(&at) => Some(Answer::SameAs(at)),
+                        None => match st.sessions.check(r) {
+                            Seen::New => None,
+                            Seen::Answered(reply) => Some(Answer::Known(reply)),
+                            Seen::Forgotten => Some(Answer::Known(Reply::default())),
+                        },
+                    },
+                    None => None,
+                };
+                answers.push(seen.unwrap_or_else(|| {
+                    if let Some(r) = request {
+                        in_run.insert((r.client, r.seq), batch.len());
+                    }
+                    // A request's reply is kept on every replica, waited for or not.
+                    wanted.push(responder.is_some() || request.is_some());
+                    batch.push((id.index, command.as_slice()));
+                    Answer::Applied(batch.len() - 1)
+                }));
+            }
+            let applied = st.machine.apply(batch, &wanted).map_err(|e| {
                 io::Error::new(
                     e.kind(),
                     format!("group {}: the state machine failed: {e}", self.shared.group),
                 )
             })?;
-            if let Some((id, _, _)) = run.last() {
+            for ((id, _, request, _), answer) in run.iter().zip(&answers) {
+                if let (Some(r), Answer::Applied(at)) = (request, answer) {
+                    let reply = Reply(applied.get(*at).cloned().unwrap_or_default());
+                    st.sessions.record(r, id.index, reply);
+                }
+            }
+            if let Some((id, _, _, _)) = run.last() {
                 st.last_applied = Some(*id);
             }
-            replies
+            answers
+                .into_iter()
+                .map(|a| match a {
+                    Answer::Applied(at) | Answer::SameAs(at) => {
+                        Reply(applied.get(at).cloned().unwrap_or_default())
+                    }
+                    Answer::Known(reply) => reply,
+                })
+                .collect::<Vec<_>>()
         };
-        for ((_, _, responder), reply) in run.drain(..).zip(replies) {
+        for ((_, _, _, responder), reply) in run.drain(..).zip(replies) {
             if let Some(r) = responder {
-                r.send(Reply(reply));
+                r.send(reply);
             }
         }
         Ok(())
     }
+}
+
+/// How an entry of a run is answered.
+enum Answer {
+    /// By the state machine: its reply at this position of the batch.
+    Applied(usize),
+    /// As an earlier copy in the same run, applied at this position.
+    SameAs(usize),
+    /// From the session table.
+    Known(Reply),
 }
 
 /// A span for applying `traces` (the sampled proposals of a batch): a child of the first
@@ -216,15 +304,15 @@ impl RaftSnapshotBuilder<TypeConfig> for SmAdapter {
     #[tracing::instrument(name = "raft.build_snapshot", skip(self), fields(group = self.shared.group))]
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         // The view is taken with writes paused; writing it out happens with them going on.
-        let (meta, job) = {
+        let (meta, job, sessions) = {
             let st = self.state();
             let meta = SnapshotMeta {
                 last_log_id: st.last_applied,
                 last_membership: st.membership.clone(),
             };
-            (meta, st.machine.snapshot())
+            (meta, st.machine.snapshot(), st.sessions.clone())
         };
-        let bytes = meta_bytes(&meta)?;
+        let bytes = meta_bytes(&meta, &sessions)?;
         let shared = self.shared.clone();
         blocking(move || {
             let file = SnapshotFile::create(&shared.snapshot_dir, shared.group, &bytes, job)?;
@@ -260,7 +348,7 @@ impl RaftStateMachine<TypeConfig> for SmAdapter {
                         first_index = entry.log_id.index;
                     }
                     traces.extend(p.trace);
-                    run.push((entry.log_id, p.command, responder));
+                    run.push((entry.log_id, p.command, p.request, responder));
                 }
                 other => {
                     self.apply_run(&mut run)?;
@@ -307,10 +395,12 @@ impl RaftStateMachine<TypeConfig> for SmAdapter {
                 *current = meta.last_log_id;
                 shared.has_snapshot.store(true, Ordering::Release);
             }
+            let (_, sessions) = decode_file_meta(&snapshot)?;
             let mut st = this.state_mut();
             snapshot.read_payload(|r| st.machine.restore(r))?;
             st.last_applied = meta.last_log_id;
             st.membership = meta.last_membership;
+            st.sessions = sessions;
             Ok(())
         })
         .await
@@ -362,6 +452,7 @@ mod tests {
             Proposal {
                 command,
                 trace: None,
+                request: None,
             },
         )
     }
@@ -430,6 +521,55 @@ mod tests {
         assert_eq!(applied.map(|l| l.index), Some(2));
     }
 
+    fn put_as(index: u64, key: &str, value: &str, seq: u64) -> crate::raft::types::Entry {
+        let mut e = put(index, key, value);
+        if let EntryPayload::Normal(p) = &mut e.payload {
+            p.request = Some(RequestId {
+                client: 42,
+                seq,
+                first_open: 0,
+            });
+        }
+        e
+    }
+
+    /// A put proposed again after its outcome was lost, with another write in between: the
+    /// copy, in the same batch or a later one, and after a restart from a snapshot, is not
+    /// applied again (which would take the key back to the first value: v1, v2, v1).
+    #[tokio::test]
+    async fn a_copy_of_a_request_is_answered_not_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = adapter(dir.path());
+        apply(
+            &mut sm,
+            vec![
+                put_as(1, "k", "v1", 0),
+                put(2, "k", "v2"),
+                put_as(3, "k", "v1", 0),
+            ],
+        )
+        .await;
+        assert_eq!(value(&sm, "k").as_deref(), Some("v2"));
+        apply(&mut sm, vec![put_as(4, "k", "v1", 0)]).await;
+        assert_eq!(value(&sm, "k").as_deref(), Some("v2"));
+        let first = RequestId {
+            client: 42,
+            seq: 0,
+            first_open: 0,
+        };
+        let known = sm.state().sessions.check(&first);
+        assert!(matches!(known, Seen::Answered(_)), "{known:?}");
+        // Another request of the same client does apply.
+        apply(&mut sm, vec![put_as(5, "k", "v3", 1)]).await;
+        assert_eq!(value(&sm, "k").as_deref(), Some("v3"));
+        // The table travels in the snapshot.
+        sm.build_snapshot().await.unwrap();
+        let mut reopened = adapter(dir.path());
+        apply(&mut reopened, vec![put_as(6, "k", "v1", 0)]).await;
+        assert_eq!(value(&reopened, "k").as_deref(), Some("v3"));
+        assert_eq!(reopened.state().sessions.check(&first), known);
+    }
+
     /// openraft builds snapshots on a task of its own, so an install from the leader can land
     /// while a build is being written. The older of the two must not become current: the log
     /// before the newer one may already be purged, and the next start could not catch up.
@@ -451,7 +591,7 @@ mod tests {
             last_log_id: Some(log_id::<TypeConfig>(1, 1, 2)),
             last_membership: StoredMembership::default(),
         };
-        let bytes = meta_bytes(&older).unwrap();
+        let bytes = meta_bytes(&older, &Sessions::default()).unwrap();
         let job = follower.state().machine.snapshot();
         let built = SnapshotFile::create(b.path(), 7, &bytes, job).unwrap();
         // ... when the install lands.

@@ -17,6 +17,22 @@ pub struct Proposal {
     /// on every node then join the caller's trace. The state machine never sees it.
     #[serde(default)]
     pub trace: Option<String>,
+    /// Who proposed it, so that a copy proposed again after an unknown outcome is answered
+    /// with the first one's reply instead of being applied twice. `None`: applied every time
+    /// (what entries written before sessions existed do).
+    #[serde(default)]
+    pub request: Option<RequestId>,
+}
+
+/// A proposal's identity: its client and its number there. See [`crate::raft::sessions`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RequestId {
+    /// The proposing client: random, one per group instance on the node that took the request.
+    pub client: u64,
+    /// The request's number at that client, counting up.
+    pub seq: u64,
+    /// The lowest number this client still waits for an answer to.
+    pub first_open: u64,
 }
 
 impl std::fmt::Display for Proposal {

@@ -538,6 +538,7 @@ mod tests {
             Proposal {
                 command: bytes.to_vec(),
                 trace: None,
+                request: None,
             },
         )
     }

@@ -216,6 +216,7 @@ mod tests {
             e.payload = openraft::EntryPayload::Normal(crate::raft::types::Proposal {
                 command: vec![0u8; 1000],
                 trace: None,
+                request: None,
             });
             e
         };
