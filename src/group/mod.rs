@@ -2,6 +2,7 @@
 //! Starting a group wires openraft to the shared storage and peer channels; stopping it shuts
 //! openraft down and then holds the group's owner to a zero count.
 
+pub mod erased;
 pub mod quiesce;
 pub mod requests;
 pub mod stats;
@@ -93,6 +94,12 @@ pub struct Group {
     pub stats: Arc<GroupStats>,
     /// This node's numbering of the requests it proposes here.
     pub requests: Arc<requests::Requests>,
+    /// Whether this replica's data was erased and it has not caught up since: it votes for
+    /// nobody meanwhile (see [`erased`]).
+    erased: Arc<std::sync::atomic::AtomicBool>,
+    /// Set while this node asks the leader's node whether it still leads (see
+    /// `NodeCore::pre_vote_refusal`), so that one check runs at a time.
+    pub leader_check: std::sync::atomic::AtomicBool,
     owner: Owner,
     /// Whether the group is quiesced here (openraft's tick off). Changed only with the tick,
     /// under this lock, so that a wake racing a quiesce can never leave the tick off while the
@@ -102,6 +109,11 @@ pub struct Group {
 }
 
 impl Group {
+    /// Whether this replica's data was erased and it has not caught up since.
+    pub fn is_erased(&self) -> bool {
+        self.erased.load(Ordering::Acquire)
+    }
+
     /// Starts the group under `owner` with `machine`. When `bootstrap` holds the members, and
     /// the group has no state yet, this node initialises the group with them.
     pub(crate) async fn start(
@@ -161,12 +173,33 @@ impl Group {
             "leader-watch",
             watch_leader(raft.clone(), stats.clone(), owner.token().clone()),
         );
+        let is_erased = deps.storage.is_erased(id);
+        let erased_flag = Arc::new(std::sync::atomic::AtomicBool::new(is_erased));
+        if is_erased {
+            tracing::warn!(
+                group = id,
+                "this replica's data was erased: it votes for nobody until it has caught up \
+                 with a leader"
+            );
+            owner.spawn(
+                "erased-watch",
+                erased::watch(
+                    raft.clone(),
+                    deps.storage.clone(),
+                    id,
+                    erased_flag.clone(),
+                    owner.token().clone(),
+                ),
+            );
+        }
         let group = Group {
             id,
             raft,
             sm,
             stats,
             requests: Arc::new(requests::Requests::new(deps.node_id, id)),
+            erased: erased_flag,
+            leader_check: Default::default(),
             owner,
             quiesced: std::sync::Mutex::new(Sleep {
                 asleep,

@@ -187,6 +187,11 @@ async fn status(State(s): State<ApiState>) -> impl IntoResponse {
     }))
 }
 
+/// What an operator is told when a group's data is erased here, or added again after that.
+const ERASED_NOTE: &str = "this node's replica of the group has no data: once the group runs \
+    here again it votes for nobody until it has caught up with a leader, so that it cannot help \
+    elect a member missing writes it had acknowledged";
+
 async fn add_group(
     State(s): State<ApiState>,
     Path(id): Path<String>,
@@ -198,7 +203,12 @@ async fn add_group(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(json!({ "group": id, "created": created }))))
+    let erased = s.core.registry.get(id).is_some_and(|g| g.is_erased());
+    let mut body = json!({ "group": id, "created": created, "erased": erased });
+    if erased {
+        body["note"] = json!(ERASED_NOTE);
+    }
+    Ok((status, Json(body)))
 }
 
 async fn remove_group(
@@ -217,9 +227,11 @@ async fn remove_group(
         }
     };
     s.core.stop_group(id, purge).await?;
-    Ok(json_ok(
-        json!({ "group": id, "stopped": true, "purged": purge }),
-    ))
+    let mut body = json!({ "group": id, "stopped": true, "purged": purge });
+    if purge {
+        body["note"] = json!(ERASED_NOTE);
+    }
+    Ok(json_ok(body))
 }
 
 fn group(s: &ApiState, id: &str) -> Result<Arc<Group>, ApiError> {

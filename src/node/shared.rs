@@ -229,9 +229,11 @@ impl NodeCore {
     /// leader, and the group has no state yet, at the first start of a fresh node or when an
     /// operator creates the group (`explicit`).
     fn bootstraps(&self, id: GroupId, explicit: bool) -> bool {
+        // An erased replica joins the group its peers still run; it never starts a new one.
         (self.fresh || explicit)
             && self.config.is_bootstrapper(id)
             && !self.deps.storage.has_group(id)
+            && !self.deps.storage.is_erased(id)
     }
 
     /// The body of [`NodeCore::start_group`], with the group-operations lock held. Returns the
@@ -666,11 +668,23 @@ impl Router for NodeCore {
         if !trusted {
             return None;
         }
-        let last = self
-            .deps
-            .storage
-            .with_group(group, |l| l.and_then(|l| l.last_log_id()));
-        Some(VoteResponse::new(m.vote, last, false))
+        if leader != m.id {
+            self.check_leader(&g, leader, &m);
+        }
+        Some(self.refusal(group, &m))
+    }
+
+    fn erased_refusal(&self, group: GroupId) -> Option<VoteResponse<TypeConfig>> {
+        let g = self.registry.get(group)?;
+        if !g.is_erased() {
+            return None;
+        }
+        tracing::info!(
+            group,
+            "refusing a vote: this replica's data was erased and it has not caught up"
+        );
+        let m = g.raft.metrics().borrow_watched().clone();
+        Some(self.refusal(group, &m))
     }
 
     fn fail_stopped(&self) -> bool {
@@ -722,6 +736,72 @@ impl Router for NodeCore {
 }
 
 impl NodeCore {
+    /// Asks `leader`'s node, in the background, whether it still leads `g`, and wakes `g` here
+    /// if not. A sleeping replica trusts a leader whose node is alive; but that node may have
+    /// stopped running the group (an operator removed or purged it) while this node was down,
+    /// missing the wake it sent. Asked only when a member campaigns, so it costs nothing while
+    /// groups sleep undisturbed; one check per group at a time, at most one per election
+    /// timeout.
+    fn check_leader(&self, g: &Arc<Group>, leader: NodeId, m: &openraft::RaftMetrics<TypeConfig>) {
+        if g.leader_check.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+            .or_else(|| self.config.peers.get(&leader).cloned());
+        let channel = addr.and_then(|a| self.deps.network.peers.channel(leader, &a).ok());
+        let Some(channel) = channel else {
+            g.leader_check.store(false, Ordering::Release);
+            return;
+        };
+        let (group, timeout) = (Arc::downgrade(g), self.config.election_timeout());
+        let stop = g.owner().token().clone();
+        let check = async move {
+            let mut c = client::client(channel, MAX_MESSAGE_BYTES);
+            let Some(id) = group.upgrade().map(|g| g.id) else {
+                return;
+            };
+            let req = ReadIndexRequest { lease: true };
+            let answer =
+                client::call::<rpc::ReadIndex>(&mut c, id, &req, timeout, &tracing::Span::none())
+                    .await;
+            if let (Ok(Err(Refusal::NotLeader { .. } | Refusal::GroupNotFound)), Some(g)) =
+                (&answer, group.upgrade())
+            {
+                tracing::info!(
+                    group = id,
+                    leader,
+                    "the leader's node no longer leads the group: waking it here"
+                );
+                g.wake();
+            }
+            tokio::time::sleep(timeout).await;
+        };
+        let flag = Arc::downgrade(g);
+        g.owner().spawn("leader-check", async move {
+            stop.run_until_cancelled(check).await;
+            if let Some(g) = flag.upgrade() {
+                g.leader_check.store(false, Ordering::Release);
+            }
+        });
+    }
+
+    /// A vote refused, with this replica's vote and last log id, as openraft answers one.
+    fn refusal(
+        &self,
+        group: GroupId,
+        m: &openraft::RaftMetrics<TypeConfig>,
+    ) -> VoteResponse<TypeConfig> {
+        let last = self
+            .deps
+            .storage
+            .with_group(group, |l| l.and_then(|l| l.last_log_id()));
+        VoteResponse::new(m.vote, last, false)
+    }
+
     /// Starts the shared gRPC server on `listener` under a fresh `rpc_server` owner.
     pub async fn start_rpc_server(
         self: &Arc<Self>,

@@ -164,7 +164,11 @@ raft_methods! {
             // A granted vote puts this member in the candidate's term, so its timer must run
             // in case the candidate fails. A refused one changes nothing here: waking a member
             // whose leader sleeps would only start an election timer against that leader.
-            let voted = ctx.raft_waking(false)?.vote(r).await;
+            let raft = ctx.raft_waking(false)?;
+            if let Some(refusal) = ctx.router.erased_refusal(ctx.group) {
+                return Ok(Ok(refusal));
+            }
+            let voted = raft.vote(r).await;
             if matches!(&voted, Ok(v) if v.vote_granted) {
                 let _ = ctx.raft_waking(true);
             }
@@ -176,7 +180,8 @@ raft_methods! {
         VoteRequest<TypeConfig> => VoteResponse<TypeConfig>,
         |ctx, r| async move {
             let raft = ctx.raft_waking(false)?;
-            if let Some(refusal) = ctx.router.pre_vote_refusal(ctx.group) {
+            let refusal = ctx.router.erased_refusal(ctx.group);
+            if let Some(refusal) = refusal.or_else(|| ctx.router.pre_vote_refusal(ctx.group)) {
                 return Ok(Ok(refusal));
             }
             Ok(raft.pre_vote(r).await.map_err(text))

@@ -36,6 +36,10 @@ pub trait Router: Send + Sync + 'static {
     /// for that member once it answers again. `None`: let openraft decide.
     fn pre_vote_refusal(&self, group: GroupId) -> Option<VoteResponse<TypeConfig>>;
 
+    /// The refusal of any vote or pre-vote by a replica whose data was erased and that has
+    /// not caught up since; `None` when it may vote.
+    fn erased_refusal(&self, group: GroupId) -> Option<VoteResponse<TypeConfig>>;
+
     /// Whether this node stopped itself after a storage failure: it then answers no liveness
     /// probe, so that its peers elect new leaders for the groups it led.
     fn fail_stopped(&self) -> bool;

@@ -192,6 +192,17 @@ impl Storage {
         lock(&self.inner.index).groups.contains_key(&group)
     }
 
+    /// Whether `group`'s data was erased here (an operator's purge) and its replica has not
+    /// caught up since.
+    pub fn is_erased(&self, group: GroupId) -> bool {
+        lock(&self.inner.index).erased.contains(&group)
+    }
+
+    /// Records that `group`'s replica caught up after its data was erased.
+    pub async fn rejoined(&self, group: GroupId) -> io::Result<()> {
+        self.submit_and_wait(vec![Record::Rejoined { group }]).await
+    }
+
     /// Applies `records` to the in-memory index and queues them for the writer, in one critical
     /// section so that the WAL order is the order in which the index changed.
     fn submit(&self, records: Vec<Record>, sync: bool, done: Done) -> io::Result<()> {
@@ -454,11 +465,17 @@ impl Writer {
         }
         let payloads: Result<Vec<Vec<u8>>, _> = {
             let index = lock(&self.inner.index);
-            index
-                .groups
+            let erased = index.dump_erased();
+            erased
                 .iter()
-                .flat_map(|(g, log)| log.dump(*g))
-                .map(|r| r.encode())
+                .map(Record::encode)
+                .chain(
+                    index
+                        .groups
+                        .iter()
+                        .flat_map(|(g, log)| log.dump(*g))
+                        .map(|r| r.encode()),
+                )
                 .collect()
         };
         let payloads = match payloads {

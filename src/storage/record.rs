@@ -64,8 +64,13 @@ pub enum Record {
         group: GroupId,
         upto: LogId,
     },
-    /// Forgets a group entirely (its data was purged by an operator).
+    /// Forgets a group entirely (its data was purged by an operator), and remembers that it
+    /// was: a replica that lost its data must not vote until it has caught up again.
     Drop {
+        group: GroupId,
+    },
+    /// The group's replica here caught up after its data was erased: it may vote again.
+    Rejoined {
         group: GroupId,
     },
 }
@@ -98,7 +103,8 @@ impl GroupLog {
             .or(self.purged)
     }
 
-    /// The records that recreate this group's state from nothing (used by checkpoints).
+    /// The records that recreate this group's state from nothing (used by checkpoints). The
+    /// erased marks come first ([`Index::dump_erased`]), since a drop forgets the group.
     pub fn dump(&self, group: GroupId) -> Vec<Record> {
         let mut out = Vec::with_capacity(4);
         out.push(Record::Truncate { group, after: None });
@@ -124,9 +130,19 @@ impl GroupLog {
 #[derive(Debug, Default)]
 pub struct Index {
     pub groups: HashMap<GroupId, GroupLog>,
+    /// Groups whose data was erased here and whose replica has not caught up since.
+    pub erased: std::collections::BTreeSet<GroupId>,
 }
 
 impl Index {
+    /// The records that recreate the erased marks: in a checkpoint, before the groups' state.
+    pub fn dump_erased(&self) -> Vec<Record> {
+        self.erased
+            .iter()
+            .map(|&group| Record::Drop { group })
+            .collect()
+    }
+
     pub fn apply(&mut self, record: Record) {
         match record {
             Record::Append { group, entries } => {
@@ -153,6 +169,10 @@ impl Index {
             }
             Record::Drop { group } => {
                 self.groups.remove(&group);
+                self.erased.insert(group);
+            }
+            Record::Rejoined { group } => {
+                self.erased.remove(&group);
             }
         }
     }
@@ -198,6 +218,8 @@ mod tests {
             },
             append(2, 1..=1, 1),
             Record::Drop { group: 2 },
+            Record::Drop { group: 3 },
+            Record::Rejoined { group: 3 },
         ] {
             index.apply(r);
         }
@@ -207,6 +229,7 @@ mod tests {
         assert_eq!(g.entries[&5].log_id.committed_leader_id().term, 2);
         assert_eq!(g.last_log_id().map(|l| l.index), Some(6));
         assert!(!index.groups.contains_key(&2));
+        assert_eq!(index.erased, [2].into());
     }
 
     #[test]
