@@ -44,8 +44,8 @@ pub(crate) mod threads;
 pub use ids::{GroupId, NodeId};
 pub use ledger::Ledger;
 pub use node::{
-    Applied, GroupOpError, Node, NodeBuilder, NodeConfig, NodeError, ReadMode, RequestError,
-    StopReport,
+    AfterPurge, Applied, GroupOpError, Node, NodeBuilder, NodeConfig, NodeError, ReadMode,
+    RequestError, StopReport,
 };
 pub use state_machine::{Committed, StateMachine};
 

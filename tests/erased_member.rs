@@ -48,7 +48,11 @@ fn a_purged_replica_cannot_elect_a_stale_member_and_votes_again_once_caught_up()
     let r = e.request(Method::DELETE, "/v1/groups/1?purge=true", None, None);
     assert_eq!(r.status, 200, "purge: {r}");
     assert!(r.text().contains("votes for nobody"), "purge: {r}");
+    // Added again without saying how, it is refused with an error that says what to do.
     let r = e.request(Method::PUT, "/v1/groups/1", None, None);
+    assert_error(&r, 409, "purged");
+    assert!(r.text().contains("?rejoin=true"), "{r}");
+    let r = e.request(Method::PUT, "/v1/groups/1?rejoin=true", None, None);
     assert!(r.status == 200 || r.status == 201, "add again: {r}");
     assert_eq!(
         r.json()["erased"],

@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::node::error::{GroupOpError, RequestError};
 use crate::node::handover;
 use crate::node::shared::NodeCore;
+use crate::node::types::AfterPurge;
 use crate::raft::types::{NodeId, RaftError};
 
 #[derive(Clone)]
@@ -108,6 +109,7 @@ impl From<GroupOpError> for ApiError {
     fn from(e: GroupOpError) -> Self {
         let (status, code) = match &e {
             GroupOpError::NotFound(_) => (StatusCode::NOT_FOUND, "group_not_found"),
+            GroupOpError::Purged(_) => (StatusCode::CONFLICT, "purged"),
             GroupOpError::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
             GroupOpError::Start(_)
             | GroupOpError::Purge { .. }
@@ -188,16 +190,31 @@ async fn status(State(s): State<ApiState>) -> impl IntoResponse {
 }
 
 /// What an operator is told when a group's data is erased here, or added again after that.
-const ERASED_NOTE: &str = "this node's replica of the group has no data: once the group runs \
-    here again it votes for nobody until it has caught up with a leader, so that it cannot help \
-    elect a member missing writes it had acknowledged";
+const ERASED_NOTE: &str = "this node's replica of the group has no data: add the group again \
+    with ?fresh=true if it is created anew on every member, or with ?rejoin=true if this replica \
+    rejoins a group its peers still run; it then votes for nobody until it has caught up with a \
+    leader, so that it cannot help elect a member missing writes it had acknowledged";
 
 async fn add_group(
     State(s): State<ApiState>,
     Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = parse_id("group", &id)?;
-    let created = s.core.start_group(id, true).await?;
+    let flag = |name: &str| match q.get(name).map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "{name} must be true or false, not {other:?}"
+        ))),
+    };
+    let after_purge = match (flag("fresh")?, flag("rejoin")?) {
+        (false, false) => AfterPurge::Ask,
+        (true, false) => AfterPurge::Fresh,
+        (false, true) => AfterPurge::Rejoin,
+        (true, true) => return Err(ApiError::bad_request("fresh and rejoin exclude each other")),
+    };
+    let created = s.core.start_group(id, true, after_purge).await?;
     let status = if created {
         StatusCode::CREATED
     } else {

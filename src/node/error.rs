@@ -78,6 +78,14 @@ pub enum GroupOpError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The group's data was purged on this node, and the caller did not say whether the group
+    /// is created anew on every member or this replica rejoins a group its peers still run.
+    #[error(
+        "group {0}'s data was purged on this node: add it with ?fresh=true if the group is \
+         created anew on every member, or with ?rejoin=true if this replica rejoins a group its \
+         peers still run (it then votes for nobody until it has caught up)"
+    )]
+    Purged(GroupId),
     /// The group stopped, but its data could not be removed.
     #[error("group {group}: cannot purge its data: {reason}")]
     Purge {

@@ -11,7 +11,7 @@ use crate::ledger::{Ledger, Owner};
 use crate::node::data_dir::DirLock;
 use crate::node::error::{GroupOpError, RequestError};
 use crate::node::shared::NodeCore;
-use crate::node::types::{Applied, ReadMode, StopReport};
+use crate::node::types::{AfterPurge, Applied, ReadMode, StopReport};
 use crate::raft::types::{GroupId, NodeId};
 use crate::state_machine::{codec, StateMachine};
 use crate::storage::Storage;
@@ -105,7 +105,17 @@ impl<S: StateMachine> Node<S> {
     /// by group id) and the group has no state yet, it initialises the group with every configured peer; the other members must start
     /// it too. Returns `false` when it was already running.
     pub async fn add_group(&self, id: GroupId) -> Result<bool, GroupOpError> {
-        self.core.start_group(id, true).await
+        self.core.start_group(id, true, AfterPurge::Ask).await
+    }
+
+    /// [`Self::add_group`] for a group whose data this node purged: `after` says whether the
+    /// group is created anew on every member or this replica rejoins it.
+    pub async fn add_group_after_purge(
+        &self,
+        id: GroupId,
+        after: AfterPurge,
+    ) -> Result<bool, GroupOpError> {
+        self.core.start_group(id, true, after).await
     }
 
     /// Stops group `id` here, after handing its leadership over if this node leads it; the

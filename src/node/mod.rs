@@ -58,4 +58,4 @@ pub use builder::NodeBuilder;
 pub use config::NodeConfig;
 pub use error::{GroupOpError, NodeError, RequestError};
 pub use handle::Node;
-pub use types::{Applied, ReadMode, StopReport};
+pub use types::{AfterPurge, Applied, ReadMode, StopReport};

@@ -27,7 +27,7 @@ use crate::node::pacing;
 use crate::node::plan;
 use crate::node::registry::Registry;
 use crate::node::route::{self, Route};
-use crate::node::types::ReadMode;
+use crate::node::types::{AfterPurge, ReadMode};
 use crate::raft::state_machine::Raft;
 use crate::raft::types::{GroupId, NodeId, Proposal, Reply, RequestId, TypeConfig};
 use crate::rpc::client::{self, CallError};
@@ -165,8 +165,30 @@ impl NodeCore {
     /// Starts group `id` on this node. Returns `false` when it was already running. The
     /// group's preferred leader bootstraps a group that has no state yet, at the first start of a fresh
     /// node or when an operator creates the group through the API (`explicit`).
-    pub async fn start_group(&self, id: GroupId, explicit: bool) -> Result<bool, GroupOpError> {
+    pub async fn start_group(
+        &self,
+        id: GroupId,
+        explicit: bool,
+        after_purge: AfterPurge,
+    ) -> Result<bool, GroupOpError> {
         let _serial = self.group_ops.lock().await;
+        if self.deps.storage.is_erased(id) && self.registry.get(id).is_none() {
+            let alone = self.config.other_peers().is_empty();
+            match after_purge {
+                AfterPurge::Rejoin => {}
+                AfterPurge::Ask if !alone => return Err(GroupOpError::Purged(id)),
+                AfterPurge::Ask | AfterPurge::Fresh => {
+                    self.deps
+                        .storage
+                        .rejoined(id)
+                        .await
+                        .map_err(|e| GroupOpError::Purge {
+                            group: id,
+                            reason: e.to_string(),
+                        })?;
+                }
+            }
+        }
         let started = self.start_group_serialized(id, explicit).await?;
         // Its leader may sleep without it (it did not run here when asked): wake the group
         // on the other members, so that the leader catches this replica up now, not at the

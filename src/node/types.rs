@@ -50,3 +50,17 @@ pub struct StopReport {
     /// storage and a restart.
     pub storage_failed: bool,
 }
+
+/// How a group whose data this node purged is added to it again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AfterPurge {
+    /// Not said: refused with [`crate::GroupOpError::Purged`], unless this node has no peers
+    /// (then nobody else can hold the group's data, and it is created anew).
+    #[default]
+    Ask,
+    /// The group is created anew on every member: the purge is forgotten.
+    Fresh,
+    /// This replica rejoins a group its peers still run: it votes for nobody until it has
+    /// caught up, so that it cannot elect a member missing writes its erased copy held.
+    Rejoin,
+}

@@ -80,7 +80,9 @@ async fn group_cycle(
         // then starts it when its peers already host it, and the first election succeeds at
         // once; other groups' bootstrappers may wait one election timeout.
         for a in addrs.iter().rev() {
-            let code = status_code(client.put(format!("http://{a}/v1/groups/{g}"))).await;
+            // Each cycle creates the group anew on every member, after the last one purged it.
+            let url = format!("http://{a}/v1/groups/{g}?fresh=true");
+            let code = status_code(client.put(url)).await;
             if !matches!(code, Some(200 | 201)) {
                 return Err(failed(format!(
                     "starting group {g} on {a} answered {code:?}"
