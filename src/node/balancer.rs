@@ -90,6 +90,21 @@ async fn round(core: &Arc<NodeCore>, every: Duration) {
     // 5% of the share: small clusters balance exactly, large ones do not chase single groups.
     let moves = placement::rebalance(me, &members, &views, share / 20, MAX_MOVES);
     if moves.is_empty() {
+        let leads = views.iter().filter(|v| v.leader == Some(me)).count();
+        if leads > share.max(1) {
+            // Why nothing moves: the groups led here have no caught-up, serving member to go to.
+            let movable = views
+                .iter()
+                .filter(|v| v.leader == Some(me) && v.ready.iter().any(|n| *n != me))
+                .count();
+            tracing::debug!(
+                leads,
+                share,
+                movable,
+                ?serving,
+                "leader balance: over share, no move ready"
+            );
+        }
         return;
     }
     tracing::info!(

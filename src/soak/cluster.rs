@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use super::probe::{http, settled, Recorder, SoakError};
+use super::probe::{http, scrape, settled, Recorder, SoakError};
 use super::sample::Sample;
 use crate::harness::process::{self, ServeArgs};
 
@@ -289,6 +289,55 @@ async fn ready(client: &reqwest::Client, p: &Proc, groups: &[u64]) -> Result<(),
     Ok(())
 }
 
+/// How long leadership may take to spread back after a restart: the balancer moves one group
+/// per round (2 s by default) once the restarted node serves and has caught up.
+const SPREAD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Whether `leads` (groups led per node) is an even spread of `groups`: every group led, and
+/// no node leading two more than another.
+fn even(leads: &[i64], groups: usize) -> bool {
+    let (min, max) = (leads.iter().min(), leads.iter().max());
+    leads.iter().sum::<i64>() == groups as i64
+        && min.zip(max).is_some_and(|(min, max)| max - min <= 1)
+}
+
+/// Waits until leadership is spread as `want` (the baseline's), or evenly when there is no
+/// baseline yet, and returns the spread. A node's task count follows the groups it leads, so
+/// the soak samples only at the same spread; sampling a restarted node before the balancer
+/// gave it back its share counted a leader's tasks as growth, or hid them.
+async fn spread(
+    client: &reqwest::Client,
+    addrs: &[String],
+    groups: usize,
+    want: Option<&[i64]>,
+) -> Result<Vec<i64>, SoakError> {
+    let until = Instant::now() + SPREAD_TIMEOUT;
+    loop {
+        let mut leads = Vec::with_capacity(addrs.len());
+        for a in addrs {
+            leads.push(scrape(client, a).await?.leads);
+        }
+        let done = match want {
+            Some(w) => leads == w,
+            None => even(&leads, groups),
+        };
+        if done {
+            return Ok(leads);
+        }
+        if Instant::now() >= until {
+            let wanted = match want {
+                Some(w) => format!("{w:?}, as at the baseline"),
+                None => format!("an even spread of {groups} groups"),
+            };
+            return Err(failed(format!(
+                "leadership did not settle within {SPREAD_TIMEOUT:?}: nodes lead {leads:?} \
+                 groups, not {wanted}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub async fn process_cycles(
     rec: &mut Recorder,
     spec: &ProcessSpec,
@@ -345,6 +394,7 @@ pub async fn process_cycles(
     let victim = procs.len() - 1;
     let addrs: Vec<String> = procs.iter().map(|p| p.http.clone()).collect();
     let mut baselines = Vec::new();
+    let mut baseline_spread: Option<Vec<i64>> = None;
     for c in 0..=cycles {
         // Cycle 0 is warm-up: its restart settles what a first restart creates once.
         let sig = match spec.signal {
@@ -367,6 +417,14 @@ pub async fn process_cycles(
         for p in &procs {
             ready(&client, p, &spec.groups).await?;
         }
+        let now = spread(
+            &client,
+            &addrs,
+            spec.groups.len(),
+            baseline_spread.as_deref(),
+        )
+        .await?;
+        baseline_spread.get_or_insert(now);
         if c == 0 {
             sample_all(rec, &client, &addrs, 0, &mut baselines, settle).await?;
             continue;

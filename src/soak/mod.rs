@@ -123,12 +123,21 @@ fn write(path: &PathBuf, text: String) -> Result<(), SoakError> {
 
 /// Every row as CSV, with a header line.
 pub fn csv(rows: &[Row]) -> String {
-    let mut out = String::from("cycle,node,tasks,threads,connections,fds,rss_bytes,leaks\n");
+    let mut out =
+        String::from("cycle,node,tasks,threads,connections,fds,rss_bytes,leaks,groups_led\n");
     for r in rows {
         let s = &r.sample;
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{}\n",
-            r.cycle, r.node, s.tasks, s.threads, s.connections, s.fds, s.rss_bytes, s.leaks
+            "{},{},{},{},{},{},{},{},{}\n",
+            r.cycle,
+            r.node,
+            s.tasks,
+            s.threads,
+            s.connections,
+            s.fds,
+            s.rss_bytes,
+            s.leaks,
+            s.leads
         ));
     }
     out

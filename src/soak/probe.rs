@@ -90,8 +90,8 @@ pub(crate) async fn settled(
     }
 }
 
-fn exact(s: &Sample) -> (i64, i64, i64, i64, i64) {
-    (s.tasks, s.threads, s.connections, s.fds, s.leaks)
+fn exact(s: &Sample) -> (i64, i64, i64, i64, i64, i64) {
+    (s.tasks, s.threads, s.connections, s.fds, s.leaks, s.leads)
 }
 
 /// Collects rows, drives the progress bar and prints the table.
@@ -116,8 +116,16 @@ impl Recorder {
         };
         if !quiet {
             rec.line(format!(
-                "{:>6} {:>15} {:>7} {:>8} {:>12} {:>6} {:>9} {:>6}",
-                "cycle", "node", "tasks", "threads", "connections", "fds", "rss_mib", "leaks"
+                "{:>6} {:>15} {:>7} {:>8} {:>12} {:>6} {:>9} {:>6} {:>5}",
+                "cycle",
+                "node",
+                "tasks",
+                "threads",
+                "connections",
+                "fds",
+                "rss_mib",
+                "leaks",
+                "leads"
             ));
         }
         rec
@@ -136,7 +144,7 @@ impl Recorder {
     pub(crate) fn record(&mut self, cycle: u32, node: &str, s: Sample) {
         if !self.quiet {
             self.line(format!(
-                "{:>6} {:>15} {:>7} {:>8} {:>12} {:>6} {:>9.1} {:>6}",
+                "{:>6} {:>15} {:>7} {:>8} {:>12} {:>6} {:>9.1} {:>6} {:>5}",
                 cycle,
                 node,
                 s.tasks,
@@ -144,7 +152,8 @@ impl Recorder {
                 s.connections,
                 s.fds,
                 s.rss_bytes as f64 / (1 << 20) as f64,
-                s.leaks
+                s.leaks,
+                s.leads
             ));
         }
         self.rows.push(Row {

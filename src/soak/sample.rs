@@ -15,6 +15,10 @@ pub struct Sample {
     pub rss_bytes: i64,
     /// Leak verdicts of every kind so far.
     pub leaks: i64,
+    /// Groups this node leads. Not a resource, but what its task count follows: a leader runs
+    /// replication tasks and heartbeat workers that a follower does not, so samples compare
+    /// only at the same spread of leadership.
+    pub leads: i64,
 }
 
 impl Sample {
@@ -32,6 +36,7 @@ impl Sample {
             leaks: get("raftnode_leaked_tasks_total")
                 + get("raftnode_leaked_threads_total")
                 + get("raftnode_leaked_connections_total"),
+            leads: get("raftnode_groups_led"),
         }
     }
 }
@@ -99,6 +104,7 @@ process_threads 6
 process_open_fds 17
 process_resident_memory_bytes 5.1892224e+07
 raftnode_leaked_tasks_total{owner_kind=\"group\"} 1
+raftnode_groups_led 1
 ";
 
     #[test]
@@ -109,6 +115,7 @@ raftnode_leaked_tasks_total{owner_kind=\"group\"} 1
             (21, 2, 6, 17, 1)
         );
         assert_eq!(s.rss_bytes, 51_892_224);
+        assert_eq!(s.leads, 1);
     }
 
     #[test]
@@ -120,6 +127,7 @@ raftnode_leaked_tasks_total{owner_kind=\"group\"} 1
             fds: 17,
             rss_bytes: 50 << 20,
             leaks: 0,
+            leads: 1,
         };
         assert!(growth(&b, &b, Tolerance::default()).is_empty());
         let mut l = b;
