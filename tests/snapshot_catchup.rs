@@ -73,3 +73,81 @@ fn lagging_follower_receives_a_snapshot() {
         snapshot_index(lagging)
     );
 }
+
+/// A snapshot larger than the largest message (256 MiB) reaches a lagging follower: it
+/// travels as a stream of checksummed pieces instead of one message, which it could never
+/// fit, so the follower stayed behind for ever.
+#[test]
+fn a_snapshot_larger_than_any_message_streams_to_a_lagging_follower() {
+    const G: u64 = 1;
+    const VALUE_BYTES: usize = 2 << 20;
+    const VALUES: usize = 140;
+    let tuning = Tuning {
+        snapshot_logs: Some(20),
+        snapshot_keep_logs: Some(0),
+        max_value_bytes: Some(VALUE_BYTES as u64),
+        ..Tuning::default()
+    };
+    let cluster = Cluster::start_with(3, &[G], tuning);
+    let leader = cluster.leader_of(G);
+    let lagging = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    cluster.node(lagging).sigkill();
+
+    let node = cluster.node(leader);
+    let value = |i: usize| -> Vec<u8> { (0..VALUE_BYTES).map(|j| ((i + j) % 251) as u8).collect() };
+    for i in 0..VALUES {
+        node.put_ok(G, &format!("big-{i}"), value(i));
+    }
+    let snap = node.data_dir.join("snapshots").join(format!("{G}.snap"));
+    let size = || std::fs::metadata(&snap).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        wait_until(Duration::from_secs(60), || size() > 256 << 20),
+        "the leader's snapshot is {} bytes, not past 256 MiB",
+        size()
+    );
+    let target = node.group_status(G).map(|s| s.commit_index).unwrap_or(0);
+
+    let back = cluster.node(lagging);
+    let started = std::time::Instant::now();
+    back.restart();
+    back.wait_ready(READY_TIMEOUT);
+    let caught_up = wait_until(Duration::from_secs(180), || {
+        back.group_status(G)
+            .is_some_and(|s| s.applied_index >= target)
+    });
+    assert!(
+        caught_up,
+        "node {lagging} applied {:?} of {target} after {:?}\n{}",
+        back.group_status(G).map(|s| s.applied_index),
+        started.elapsed(),
+        back.log_tail(30)
+    );
+    println!(
+        "snapshot stream: a {} MiB snapshot reached node {lagging} in {:.1} s",
+        size() >> 20,
+        started.elapsed().as_secs_f64()
+    );
+    for i in [0, VALUES / 2, VALUES - 1] {
+        let r = back.get_mode(G, &format!("big-{i}"), "local");
+        assert_eq!(r.status, 200, "big-{i} on node {lagging}: {r}");
+        assert!(r.body == value(i), "big-{i} differs on node {lagging}");
+    }
+    // It came by snapshot: the follower holds the large file itself.
+    let theirs = std::fs::metadata(back.data_dir.join("snapshots").join(format!("{G}.snap")))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert!(
+        theirs > 256 << 20,
+        "node {lagging}'s snapshot is {theirs} bytes"
+    );
+    // No partial or temporary file is left on the follower.
+    let leftovers: Vec<_> = std::fs::read_dir(back.data_dir.join("snapshots"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".tmp"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}

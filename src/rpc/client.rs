@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
+
 use tonic::transport::Channel;
 
 use crate::raft::types::GroupId;
@@ -45,8 +47,8 @@ fn request<M: Rpc>(group: GroupId, req: &M::Request) -> Result<RaftRequest, Call
 
 /// The remote side answers `Result<Response, String>`; a reply that does not decode is the
 /// peer's fault, reported like any other failed call.
-fn response<M: Rpc>(payload: &[u8]) -> Result<M::Response, CallError> {
-    let result: Result<M::Response, String> = codec::decode(payload).map_err(CallError::Status)?;
+pub(crate) fn response<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CallError> {
+    let result: Result<T, String> = codec::decode(payload).map_err(CallError::Status)?;
     result.map_err(CallError::Remote)
 }
 
@@ -70,7 +72,7 @@ pub async fn call<M: Rpc>(
         Ok(Err(status)) => return Err(CallError::Status(status)),
         Ok(Ok(r)) => r.into_inner(),
     };
-    response::<M>(&reply.payload)
+    response::<M::Response>(&reply.payload)
 }
 
 /// Calls `M` for `group` in the peer's next batch, bounded by `timeout`; a recorded `span`'s
@@ -95,5 +97,5 @@ pub async fn call_batched<M: Rpc>(
         }
         Err(s) => return Err(CallError::Status(s)),
     };
-    response::<M>(&payload)
+    response::<M::Response>(&payload)
 }

@@ -1,13 +1,9 @@
 //! The messages of raftnode's own node-to-node methods (those that are not openraft's): a
-//! follower's forwarded proposal and read-index request, the leader's answers, and a snapshot
-//! as it travels. Plain serde types, shared by the method table and the router.
+//! follower's forwarded proposal and read-index request, and the leader's answers. Plain serde types, shared by the method table and the router.
 
 use serde::{Deserialize, Serialize};
 
-use crate::raft::types::{GroupId, LogId, NodeId, Reply, SnapshotMeta, TypeConfig, Vote};
-
-/// A snapshot as it travels: the leader's vote, the snapshot's metadata and its file's bytes.
-pub type SnapshotTransfer = (Vote, SnapshotMeta, serde_bytes::ByteBuf);
+use crate::raft::types::{GroupId, LogId, NodeId, Reply, TypeConfig};
 
 /// Why a group's leader (or what a follower took for it) did not take a forwarded request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

@@ -11,6 +11,7 @@ pub mod network;
 pub mod peers;
 pub mod router;
 pub mod server;
+pub mod snapshot_stream;
 
 /// Code generated from `proto/raftnode.proto`.
 #[allow(missing_docs)]

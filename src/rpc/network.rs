@@ -27,6 +27,7 @@ use crate::rpc::client::{self, CallError};
 use crate::rpc::methods::{rpc, Method, Rpc};
 use crate::rpc::pb::raft_service_client::RaftServiceClient;
 use crate::rpc::peers::Peers;
+use crate::rpc::snapshot_stream;
 
 /// What every group's network adapter shares.
 #[derive(Clone)]
@@ -178,13 +179,23 @@ impl GroupNetwork {
                 .instrument(span.clone())
                 .await
         };
+        self.outcome(result, started, rpc_type::<M>())
+    }
+
+    /// openraft's view of a call's outcome; answers, failed or not, are round trips.
+    fn outcome<T>(
+        &self,
+        result: Result<T, CallError>,
+        started: std::time::Instant,
+        action: RPCTypes,
+    ) -> Result<T, RPCError<TypeConfig>> {
         match result {
             Ok(r) => {
                 self.rtt.observe(started.elapsed().as_secs_f64());
                 Ok(r)
             }
             Err(CallError::Timeout(t)) => Err(RPCError::Timeout(Timeout {
-                action: rpc_type::<M>(),
+                action,
                 id: self.node,
                 target: self.target,
                 timeout: t,
@@ -203,7 +214,6 @@ impl GroupNetwork {
 fn rpc_type<M: Rpc>() -> RPCTypes {
     match M::METHOD {
         Method::AppendEntries => RPCTypes::AppendEntries,
-        Method::InstallSnapshot => RPCTypes::InstallSnapshot,
         Method::TransferLeader => RPCTypes::TransferLeader,
         _ => RPCTypes::Vote,
     }
@@ -274,18 +284,26 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
             target = self.target,
             bytes = snapshot.snapshot.len(),
         );
-        let file = snapshot.snapshot;
-        let bytes = self
-            .owner
-            .spawn_blocking("snapshot-read", move || file.read_all())
-            .await
-            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?
-            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
-        let ttl = sized_ttl(option.hard_ttl(), bytes.len());
-        let req = (vote, snapshot.meta, serde_bytes::ByteBuf::from(bytes));
+        let client = match &self.client {
+            Ok(c) => c.alone.clone(),
+            Err(e) => {
+                return Err(StreamingError::Unreachable(Unreachable::new(&RpcFailure(
+                    e.clone(),
+                ))))
+            }
+        };
+        let _stream = self.owner.track_connection(
+            Direction::Outbound,
+            format!("{} send_snapshot", self.target),
+        );
+        let ttl = sized_ttl(option.hard_ttl(), snapshot.snapshot.len() as usize);
+        let started = std::time::Instant::now();
+        let send =
+            snapshot_stream::send(client, &self.owner, self.group, vote, snapshot, ttl, &span)
+                .instrument(span.clone());
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
-            r = self.call::<rpc::InstallSnapshot>(&req, ttl, span) => r.map_err(streaming),
+            r = send => self.outcome(r, started, RPCTypes::InstallSnapshot).map_err(streaming),
         }
     }
 

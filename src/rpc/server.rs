@@ -23,8 +23,9 @@ use crate::raft::types::GroupId;
 use crate::rpc::batcher::{to_result, MAX_BATCH_MESSAGES};
 use crate::rpc::methods::{self, Ctx, Method, Traced};
 use crate::rpc::pb::raft_service_server::{RaftService, RaftServiceServer};
-use crate::rpc::pb::{RaftBatch, RaftBatchReply, RaftReply, RaftRequest};
+use crate::rpc::pb::{RaftBatch, RaftBatchReply, RaftReply, RaftRequest, SnapshotChunk};
 use crate::rpc::router::Router;
+use crate::rpc::snapshot_stream;
 
 /// What the server serves, kept so that a restart serves the same.
 #[derive(Clone)]
@@ -210,6 +211,30 @@ impl RaftSvc {
 
 #[tonic::async_trait]
 impl RaftService for RaftSvc {
+    /// A snapshot in pieces; counted and traced as `install_snapshot`, under the group its
+    /// first piece names.
+    async fn send_snapshot(
+        &self,
+        req: Request<tonic::Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let method = Method::InstallSnapshot;
+        let (metadata, _, mut stream) = req.into_parts();
+        let first = match snapshot_stream::first_piece(&mut stream).await {
+            Ok(first) => first,
+            Err(e) => {
+                let r = Err(e);
+                self.metrics.served("raft", method.name(), &r);
+                return r.map(|p: Vec<u8>| Response::new(RaftReply { payload: p }));
+            }
+        };
+        let span = span(method, first.group_id, Parent::Metadata(&metadata));
+        let r = snapshot_stream::receive(self.router.as_ref(), first, stream)
+            .instrument(span)
+            .await;
+        self.metrics.served("raft", method.name(), &r);
+        Ok(Response::new(RaftReply { payload: r? }))
+    }
+
     async fn call(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let parent = Parent::Metadata(req.metadata());
         let payload = self.serve(req.get_ref(), parent).await?;

@@ -137,7 +137,7 @@ impl SnapshotFile {
         meta: &[u8],
         payload: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> Result<SnapshotFile, SnapshotFileError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        create_dir(dir)?;
         let tmp = tmp_path(dir, group);
         let result = write_tmp(&tmp, meta, payload);
         if result.is_err() {
@@ -147,38 +147,43 @@ impl SnapshotFile {
     }
 
     /// Removes a file that was never made current (a temporary one); a no-op on a current one.
-    pub fn discard(self) {
-        if self.path.extension().is_some_and(|e| e == "tmp") {
-            let _ = fs::remove_file(&self.path);
-        }
+    /// Dropping it does the same: a build overtaken by another, an install that openraft
+    /// refused or a transfer cut off never leave a temporary file behind.
+    pub fn discard(self) {}
+
+    fn is_tmp(&self) -> bool {
+        self.path.extension().is_some_and(|e| e == "tmp")
     }
 
-    /// Stores a snapshot file as received from a leader, not yet installed: [`Self::verify`]
-    /// it, then [`Self::commit`] it.
+    /// Stores a snapshot file as received from a leader in one piece, not yet installed:
+    /// [`Self::verify`] it, then [`Self::commit`] it.
     pub fn receive(
         dir: &Path,
         group: GroupId,
         bytes: &[u8],
     ) -> Result<SnapshotFile, SnapshotFileError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let tmp = tmp_path(dir, group);
-        let written = (|| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-            Ok(())
-        })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_err(&tmp)(e));
-        }
-        Self::open_path(tmp)
+        let mut r = Self::receiving(dir, group)?;
+        r.write(bytes)?;
+        r.finish()
+    }
+
+    /// Starts receiving a snapshot file of `group` piece by piece, into a fresh temporary
+    /// file that is removed unless [`Receiving::finish`] completes.
+    pub fn receiving(dir: &Path, group: GroupId) -> Result<Receiving, SnapshotFileError> {
+        create_dir(dir)?;
+        let path = tmp_path(dir, group);
+        let file = File::create(&path).map_err(io_err(&path))?;
+        Ok(Receiving {
+            path,
+            file: Some(file),
+            written: 0,
+        })
     }
 
     /// A copy of this file in `dir`, not yet installed: for a snapshot that lives elsewhere
     /// (another store's directory), which an install must not take away from its owner.
     pub fn copy_into(&self, dir: &Path, group: GroupId) -> Result<SnapshotFile, SnapshotFileError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        create_dir(dir)?;
         let tmp = tmp_path(dir, group);
         let copied = (|| {
             let mut from = &self.file;
@@ -305,14 +310,23 @@ impl SnapshotFile {
         })
     }
 
-    /// The whole file, to send to a follower in one message.
-    pub fn read_all(&self) -> Result<Vec<u8>, SnapshotFileError> {
-        let mut f = &self.file;
-        let mut out = Vec::with_capacity(self.len as usize);
-        f.seek(SeekFrom::Start(0))
-            .and_then(|_| f.read_to_end(&mut out))
+    /// `len` bytes of the file from `at`, to send to a follower piece by piece. Positioned
+    /// reads: concurrent senders of one file never move each other's place.
+    pub fn read_range(&self, at: u64, len: usize) -> Result<Vec<u8>, SnapshotFileError> {
+        use std::os::unix::fs::FileExt;
+        if at.saturating_add(len as u64) > self.len {
+            return Err(corrupt(&self.path, "read past the end"));
+        }
+        let mut out = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut out, at)
             .map_err(io_err(&self.path))?;
         Ok(out)
+    }
+
+    /// The whole file.
+    pub fn read_all(&self) -> Result<Vec<u8>, SnapshotFileError> {
+        self.read_range(0, self.len as usize)
     }
 
     /// Makes this file group `group`'s current snapshot (a no-op when it already is).
@@ -326,6 +340,66 @@ impl SnapshotFile {
         self.path = dest;
         Ok(())
     }
+}
+
+impl Drop for SnapshotFile {
+    fn drop(&mut self) {
+        if self.is_tmp() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A snapshot file on its way in from a leader: pieces are appended in order, then
+/// [`Self::finish`] makes it durable. Dropped unfinished (the stream broke, the leader went
+/// away), it removes its temporary file.
+#[derive(Debug)]
+pub struct Receiving {
+    path: PathBuf,
+    file: Option<File>,
+    written: u64,
+}
+
+impl Receiving {
+    /// Bytes appended so far: where the next piece must start.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends one piece.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), SnapshotFileError> {
+        let Some(f) = self.file.as_mut() else {
+            return Err(corrupt(&self.path, "written after it was finished"));
+        };
+        f.write_all(data).map_err(io_err(&self.path))?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Makes what was received durable and opens it, still temporary: the install then
+    /// verifies and commits it.
+    pub fn finish(mut self) -> Result<SnapshotFile, SnapshotFileError> {
+        if let Some(f) = self.file.take() {
+            f.sync_all().map_err(io_err(&self.path))?;
+        }
+        // The opened file owns the temporary name from here on.
+        let path = std::mem::take(&mut self.path);
+        SnapshotFile::open_path(path.clone()).inspect_err(|_| {
+            let _ = fs::remove_file(&path);
+        })
+    }
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn create_dir(dir: &Path) -> Result<(), SnapshotFileError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))
 }
 
 fn write_tmp(
@@ -472,10 +546,40 @@ mod tests {
             payload(&SnapshotFile::open(dir.path(), 7).unwrap().unwrap()),
             b"hello"
         );
-        // An install that never committed leaves a temp file behind.
-        SnapshotFile::receive(dir.path(), 8, &bytes).unwrap();
+        // A received file that was never installed is removed when dropped...
+        drop(SnapshotFile::receive(dir.path(), 8, &bytes).unwrap());
+        assert_eq!(remove_leftovers(dir.path()).unwrap(), 0);
+        // ...and what a crash left behind goes at the next start.
+        std::mem::forget(SnapshotFile::receive(dir.path(), 8, &bytes).unwrap());
         assert_eq!(remove_leftovers(dir.path()).unwrap(), 1);
         assert_eq!(remove_leftovers(dir.path()).unwrap(), 0);
+    }
+
+    #[test]
+    fn pieces_received_in_order_make_the_file_and_a_broken_stream_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let sent = write_hello(dir.path(), 1);
+        let mut r = SnapshotFile::receiving(dir.path(), 2).unwrap();
+        let mut at = 0;
+        while at < sent.len() {
+            let n = 7.min((sent.len() - at) as usize);
+            r.write(&sent.read_range(at, n).unwrap()).unwrap();
+            at += n as u64;
+        }
+        assert_eq!(r.written(), sent.len());
+        let got = r.finish().unwrap();
+        got.verify().unwrap();
+        assert_eq!(payload(&got), b"hello");
+        assert!(sent.read_range(sent.len() - 1, 2).is_err());
+        drop(got);
+        let mut broken = SnapshotFile::receiving(dir.path(), 3).unwrap();
+        broken.write(b"RNSNAP02").unwrap();
+        drop(broken);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("1.snap")]);
     }
 
     #[test]
