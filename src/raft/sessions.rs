@@ -76,10 +76,15 @@ impl Sessions {
         }
         let s = self.clients.entry(request.client).or_default();
         s.last_index = s.last_index.max(index);
-        s.first_open = s.first_open.max(request.first_open);
-        s.replies.insert(request.seq, reply);
-        let first_open = s.first_open;
-        s.replies.retain(|seq, _| *seq >= first_open);
+        // Only a watermark that moves forgets replies: walking a full window on every apply
+        // would cost up to MAX_REPLIES_PER_CLIENT steps per write.
+        if request.first_open > s.first_open {
+            s.first_open = request.first_open;
+            s.replies = s.replies.split_off(&s.first_open);
+        }
+        if request.seq >= s.first_open {
+            s.replies.insert(request.seq, reply);
+        }
         while s.replies.len() > MAX_REPLIES_PER_CLIENT {
             if let Some((&seq, _)) = s.replies.first_key_value() {
                 s.replies.remove(&seq);
