@@ -96,6 +96,7 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
         segments = report.segments,
         records = report.records,
         bytes = report.bytes,
+        largest_record = report.largest_record,
         torn_tail = report.torn_tail.is_some(),
         groups = storage.groups().len(),
         "storage recovered"

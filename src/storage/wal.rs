@@ -59,6 +59,9 @@ pub struct RecoveryReport {
     pub torn_tail: Option<(PathBuf, u64, u64)>,
     /// Bytes of valid records across all segments after recovery.
     pub bytes: u64,
+    /// The largest record read: what recovery held in memory at once, whatever the size of
+    /// the segments.
+    pub largest_record: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -205,83 +208,208 @@ fn encode_record(buf: &mut Vec<u8>, payload: &[u8]) -> Result<(), WalError> {
     Ok(())
 }
 
-/// Validates the record at the start of `rest` and returns its payload, or why not.
-fn parse_record(rest: &[u8]) -> Result<&[u8], &'static str> {
-    if rest.len() < HEADER_LEN {
-        return Err("truncated record header");
+/// Where a segment's bytes are read from: the file itself at recovery, which is never read
+/// whole (a checkpoint segment is as large as the live state), or a buffer in tests.
+pub(crate) trait Source {
+    /// The length in bytes.
+    fn len(&self) -> u64;
+    /// Fills `buf` from `at`; the range is within `len`.
+    fn read_at(&self, at: u64, buf: &mut [u8]) -> io::Result<()>;
+}
+
+impl Source for [u8] {
+    fn len(&self) -> u64 {
+        <[u8]>::len(self) as u64
     }
-    if crc32fast::hash(&rest[0..4]) != u32_at(rest, 4) {
+
+    fn read_at(&self, at: u64, buf: &mut [u8]) -> io::Result<()> {
+        let at = at as usize;
+        let src = self
+            .get(at..at + buf.len())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+/// A segment file, read by position.
+struct FileSource {
+    file: File,
+    len: u64,
+}
+
+impl FileSource {
+    fn open(path: &Path) -> io::Result<FileSource> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        Ok(FileSource { file, len })
+    }
+}
+
+impl Source for FileSource {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, at: u64, buf: &mut [u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.read_exact_at(buf, at)
+    }
+}
+
+/// Reads the record at `at` into `payload` (reused across records, so recovery holds one
+/// record at a time), or says why it is not a valid record.
+fn read_record(
+    src: &(impl Source + ?Sized),
+    at: u64,
+    payload: &mut Vec<u8>,
+) -> io::Result<Result<(), &'static str>> {
+    let rest = src.len().saturating_sub(at);
+    if rest < HEADER_LEN as u64 {
+        return Ok(Err("truncated record header"));
+    }
+    let mut h = [0u8; HEADER_LEN];
+    src.read_at(at, &mut h)?;
+    let len = match parse_header(&h) {
+        Ok(len) => len,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    if (HEADER_LEN + len) as u64 > rest {
+        return Ok(Err("payload extends past end of file"));
+    }
+    payload.resize(len, 0);
+    src.read_at(at + HEADER_LEN as u64, payload)?;
+    if crc32fast::hash(payload) != u32_at(&h, 8) {
+        return Ok(Err("payload checksum mismatch"));
+    }
+    Ok(Ok(()))
+}
+
+/// The payload length a record header announces, if its own checksum holds and the length is
+/// within the limit.
+fn parse_header(h: &[u8]) -> Result<usize, &'static str> {
+    if crc32fast::hash(&h[0..4]) != u32_at(h, 4) {
         return Err("length checksum mismatch");
     }
-    let len = u32_at(rest, 0) as usize;
+    let len = u32_at(h, 0) as usize;
     if len > MAX_RECORD_BYTES {
         return Err("record length exceeds maximum");
     }
-    let Some(payload) = rest.get(HEADER_LEN..HEADER_LEN + len) else {
-        return Err("payload extends past end of file");
-    };
-    if crc32fast::hash(payload) != u32_at(rest, 8) {
-        return Err("payload checksum mismatch");
-    }
-    Ok(payload)
+    Ok(len)
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// Whether a valid record starts anywhere in `buf`: damage followed by one is not a torn
-/// write, since every record is fsynced before the next one is written.
-fn valid_record_in(buf: &[u8]) -> bool {
-    (0..buf.len().saturating_sub(HEADER_LEN - 1)).any(|at| parse_record(&buf[at..]).is_ok())
+/// How much of a segment's tail the torn-write checks read at a time.
+const SCAN_CHUNK: usize = 1 << 20;
+
+/// Runs `f` over `src` from `from` to its end in chunks that overlap by `overlap` bytes, each
+/// with its offset; stops early when `f` says so.
+fn chunks(
+    src: &(impl Source + ?Sized),
+    from: u64,
+    overlap: usize,
+    mut f: impl FnMut(u64, &[u8]) -> io::Result<bool>,
+) -> io::Result<bool> {
+    let mut buf = vec![0u8; SCAN_CHUNK + overlap];
+    let mut at = from;
+    while at < src.len() {
+        let n = (src.len() - at).min(buf.len() as u64) as usize;
+        src.read_at(at, &mut buf[..n])?;
+        if f(at, &buf[..n])? {
+            return Ok(true);
+        }
+        if at + n as u64 >= src.len() {
+            break;
+        }
+        at += (n - overlap.min(n - 1)) as u64;
+    }
+    Ok(false)
+}
+
+/// Whether a valid record starts anywhere at or after `from`: damage followed by one is not
+/// a torn write, since every record is fsynced before the next one is written.
+fn valid_record_in(src: &(impl Source + ?Sized), from: u64) -> io::Result<bool> {
+    let mut payload = Vec::new();
+    chunks(src, from, HEADER_LEN - 1, |base, buf| {
+        for i in 0..buf.len().saturating_sub(HEADER_LEN - 1) {
+            // The header's own checksum rules out nearly every offset without reading on.
+            if parse_header(&buf[i..i + HEADER_LEN]).is_ok()
+                && read_record(src, base + i as u64, &mut payload)?.is_ok()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    })
+}
+
+/// Whether every byte from `from` on is zero.
+fn zeros_from(src: &(impl Source + ?Sized), from: u64) -> io::Result<bool> {
+    let nonzero = chunks(src, from, 0, |_, buf| Ok(buf.iter().any(|&b| b != 0)))?;
+    Ok(!nonzero)
 }
 
 #[derive(Debug)]
 struct Scan {
     /// Items replayed (a version-1 record is one item).
     records: u64,
-    /// Offset of the first byte not part of a valid record (== buf.len() if clean).
+    /// Offset of the first byte not part of a valid record (the length, if clean).
     valid_len: u64,
     /// The segment's format version.
     version: u16,
+    /// The largest record in it.
+    largest: u64,
 }
 
-/// Replays one segment's bytes (`path` only labels errors). Torn damage is tolerated
-/// only when `is_last`: older segments were fsynced before the next one was created.
+/// Replays one segment (`path` only labels errors), one record in memory at a time. Torn
+/// damage is tolerated only when `is_last`: older segments were fsynced before the next one
+/// was created.
 fn scan_segment(
     path: &Path,
-    buf: &[u8],
+    src: &(impl Source + ?Sized),
     is_last: bool,
     replay: &mut dyn FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<Scan, WalError> {
-    let corrupt = |offset: usize, reason: String| WalError::Corrupt {
+    let corrupt = |offset: u64, reason: String| WalError::Corrupt {
         path: path.to_path_buf(),
-        offset: offset as u64,
+        offset,
         reason,
     };
-    let (version, start) = segment_format(path, buf)?;
+    let io = io_err(path);
+    let total = src.len();
+    let mut head = [0u8; SEGMENT_HEADER_LEN];
+    let head_len = total.min(SEGMENT_HEADER_LEN as u64) as usize;
+    if let Err(e) = src.read_at(0, &mut head[..head_len]) {
+        return Err(io(e));
+    }
+    let (version, start) = segment_format(path, &head[..head_len])?;
     if !is_last && version == FORMAT_VERSION && start < SEGMENT_HEADER_LEN {
         return Err(corrupt(
             0,
             "segment header cut short (in a non-final segment)".into(),
         ));
     }
-    let (mut off, mut records) = (start, 0u64);
-    while off < buf.len() {
-        let rest = &buf[off..];
-        let reason = match parse_record(rest) {
-            Ok(payload) => {
+    let (mut off, mut records, mut largest) = (start as u64, 0u64, 0u64);
+    let mut payload = Vec::new();
+    while off < total {
+        let read = read_record(src, off, &mut payload).map_err(io_err(path))?;
+        let reason = match read {
+            Ok(()) => {
                 let replayed = if version == 1 {
-                    replay(payload).map(|()| 1)
+                    replay(&payload).map(|()| 1)
                 } else {
-                    replay_frame(payload, replay)
+                    replay_frame(&payload, replay)
                 };
                 records += replayed.map_err(|message| WalError::Replay {
                     path: path.to_path_buf(),
-                    offset: off as u64,
+                    offset: off,
                     message,
                 })?;
-                off += HEADER_LEN + payload.len();
+                off += (HEADER_LEN + payload.len()) as u64;
+                largest = largest.max(payload.len() as u64);
                 continue;
             }
             Err(reason) => reason,
@@ -292,15 +420,19 @@ fn scan_segment(
         // Version 1 wrote several records per fsync, so only a damaged final record, or
         // zeros, could be torn there.
         let torn = if version == 1 {
-            rest.iter().all(|&b| b == 0)
-                || matches!(
-                    reason,
-                    "truncated record header" | "payload extends past end of file"
-                )
+            let final_record = || -> io::Result<bool> {
+                let mut h = [0u8; HEADER_LEN];
+                src.read_at(off, &mut h)?;
+                Ok(total - off == (HEADER_LEN + u32_at(&h, 0) as usize) as u64)
+            };
+            matches!(
+                reason,
+                "truncated record header" | "payload extends past end of file"
+            ) || zeros_from(src, off).map_err(io_err(path))?
                 || (reason == "payload checksum mismatch"
-                    && rest.len() == HEADER_LEN + u32_at(rest, 0) as usize)
+                    && final_record().map_err(io_err(path))?)
         } else {
-            !valid_record_in(&rest[1..])
+            !valid_record_in(src, off + 1).map_err(io_err(path))?
         };
         if torn {
             break;
@@ -312,11 +444,11 @@ fn scan_segment(
         };
         return Err(corrupt(off, reason));
     }
-    let valid_len = off as u64;
     Ok(Scan {
         records,
-        valid_len,
+        valid_len: off,
         version,
+        largest,
     })
 }
 
@@ -384,10 +516,10 @@ impl Wal {
                 warn!(%dir, prev, next = seq, "gap in WAL segment sequence");
             }
             let path = segment_path(&dir, seq);
-            let buf = fs::read(&path).map_err(io_err(&path))?;
-            let scan = scan_segment(&path, &buf, i + 1 == seqs.len(), &mut replay)?;
+            let src = FileSource::open(&path).map_err(io_err(&path))?;
+            let scan = scan_segment(&path, &src, i + 1 == seqs.len(), &mut replay)?;
             last_version = scan.version;
-            let dropped = buf.len() as u64 - scan.valid_len;
+            let dropped = src.len() - scan.valid_len;
             if dropped > 0 {
                 let (file, offset) = (path.display(), scan.valid_len);
                 warn!(%file, offset, dropped, "truncating torn WAL tail");
@@ -401,6 +533,7 @@ impl Wal {
             }
             report.records += scan.records;
             report.bytes += scan.valid_len;
+            report.largest_record = report.largest_record.max(scan.largest);
             let len = scan.valid_len;
             sealed.push(Segment { seq, len });
         }
@@ -757,14 +890,14 @@ mod tests {
         let mut bad = segment_header().to_vec();
         encode_record(&mut bad, &[9, 0, 0, 0, 1]).unwrap();
         assert!(matches!(
-            scan_segment(Path::new("/seg"), &bad, true, &mut |_| Ok(())),
+            scan_segment(Path::new("/seg"), bad.as_slice(), true, &mut |_| Ok(())),
             Err(WalError::Replay { .. })
         ));
         // A format from the future is refused, not guessed at.
         let mut future = bad.clone();
         future[6] = 3;
         assert!(matches!(
-            scan_segment(Path::new("/seg"), &future, true, &mut |_| Ok(())),
+            scan_segment(Path::new("/seg"), future.as_slice(), true, &mut |_| Ok(())),
             Err(WalError::Version { version: 3, .. })
         ));
     }
@@ -890,6 +1023,24 @@ mod tests {
         assert_eq!(report.bytes, on_disk);
         assert_eq!(report.torn_tail, None);
         assert_eq!(wal.total_bytes(), on_disk);
+    }
+
+    /// Recovery reads a segment record by record, never whole: a large segment costs one
+    /// record's memory.
+    #[test]
+    fn recovery_holds_one_record_at_a_time() {
+        let tmp = TempDir::new().unwrap();
+        let (mut wal, _) = Wal::open(opts(tmp.path(), 1 << 30), |_| Ok(())).unwrap();
+        let item = vec![7u8; 1000];
+        for _ in 0..8192 {
+            wal.append([item.as_slice()]).unwrap();
+        }
+        wal.sync().unwrap();
+        drop(wal);
+        let (got, report, _) = reopen(tmp.path()).unwrap();
+        assert_eq!(got.len(), 8192);
+        assert!(report.bytes > 8_000_000, "{report:?}");
+        assert_eq!(report.largest_record, 1004, "{report:?}");
     }
 
     #[test]
