@@ -121,7 +121,7 @@ impl Storage {
             dir: opts.dir.join("wal"),
             segment_bytes: opts.segment_bytes,
         };
-        let (wal, report) = Wal::open(wal_opts, |bytes| {
+        let (wal, report) = Wal::open(wal_opts, |bytes, _pos| {
             let record = Record::decode(bytes).map_err(|e| format!("undecodable record: {e}"))?;
             index.apply(record);
             Ok(())
@@ -299,7 +299,7 @@ impl Storage {
         entries: Vec<Entry>,
         callback: IOFlushed<TypeConfig>,
     ) -> io::Result<()> {
-        let records = record::appends(group, entries, record::APPEND_RECORD_BYTES);
+        let records = record::appends(group, entries);
         self.submit(records, true, Done::Raft(callback))
     }
 
@@ -487,7 +487,7 @@ impl Writer {
         };
         let size: u64 = payloads.iter().map(|p| p.len() as u64 + 12).sum();
         match self.wal.checkpoint(payloads.iter().map(Vec::as_slice)) {
-            Ok(()) => {
+            Ok(_positions) => {
                 self.last_checkpoint = size;
                 tracing::info!(before_bytes = total, after_bytes = size, "WAL checkpointed");
             }

@@ -6,42 +6,20 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::raft::types::{entry_bytes, Entry, GroupId, LogId, Vote};
+use crate::raft::types::{Entry, GroupId, LogId, Vote};
 
-/// Entries per [`Record::Append`], by size: an append or a checkpoint of any size becomes
-/// records that each fit a WAL record (one entry is at most a few tens of MiB, so a record is
-/// at most this plus one entry, well under the WAL's record limit).
-pub const APPEND_RECORD_BYTES: usize = 8 << 20;
-
-/// `entries` of `group` as [`Record::Append`]s of about `budget` bytes each (at least one entry
-/// each), in log order. Appends are overwrites by index, so several records replay exactly as
-/// one would.
-pub fn appends(group: GroupId, entries: Vec<Entry>, budget: usize) -> Vec<Record> {
-    let mut out = Vec::new();
-    let (mut chunk, mut bytes) = (Vec::new(), 0usize);
-    for e in entries {
-        let size = entry_bytes(&e);
-        if !chunk.is_empty() && bytes + size > budget {
-            out.push(Record::Append {
-                group,
-                entries: std::mem::take(&mut chunk),
-            });
-            bytes = 0;
-        }
-        bytes += size;
-        chunk.push(e);
-    }
-    if !chunk.is_empty() {
-        out.push(Record::Append {
-            group,
-            entries: chunk,
-        });
-    }
-    out
+/// `entries` of `group` as records, one per entry, in log order: each entry is then an item
+/// of its own in the WAL, which can be read back alone by its position.
+pub fn appends(group: GroupId, entries: Vec<Entry>) -> Vec<Record> {
+    entries
+        .into_iter()
+        .map(|entry| Record::Entry { group, entry })
+        .collect()
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Record {
+    /// Entries, overwriting any at their indexes: what WAL formats 1 and 2 wrote, read still.
     Append {
         group: GroupId,
         entries: Vec<Entry>,
@@ -72,6 +50,11 @@ pub enum Record {
     /// The group's replica here caught up after its data was erased: it may vote again.
     Rejoined {
         group: GroupId,
+    },
+    /// One entry, overwriting any at its index (WAL format 3 on).
+    Entry {
+        group: GroupId,
+        entry: Entry,
     },
 }
 
@@ -121,7 +104,7 @@ impl GroupLog {
             });
         }
         let entries = self.entries.values().cloned().collect();
-        out.extend(appends(group, entries, APPEND_RECORD_BYTES));
+        out.extend(appends(group, entries));
         out
     }
 }
@@ -150,6 +133,10 @@ impl Index {
                 for e in entries {
                     g.entries.insert(e.log_id.index, e);
                 }
+            }
+            Record::Entry { group, entry } => {
+                let g = self.groups.entry(group).or_default();
+                g.entries.insert(entry.log_id.index, entry);
             }
             Record::Vote { group, vote } => self.groups.entry(group).or_default().vote = Some(vote),
             Record::Committed { group, committed } => {
@@ -233,33 +220,24 @@ mod tests {
     }
 
     #[test]
-    fn large_appends_split_by_size_in_log_order() {
-        let big = |i: u64| {
-            let mut e = blank_ent::<TypeConfig>(1, 1, i);
-            e.payload = openraft::EntryPayload::Normal(crate::raft::types::Proposal {
-                command: vec![0u8; 1000],
-                trace: None,
-                request: None,
-            });
-            e
-        };
-        let entries: Vec<Entry> = (1..=10).map(big).collect();
-        let one = entry_bytes(&entries[0]);
-        let records = appends(1, entries, 3 * one);
-        let split: Vec<Vec<u64>> = records
+    fn appends_are_a_record_per_entry_and_old_append_records_still_apply() {
+        let entries: Vec<Entry> = (1..=3).map(|i| blank_ent::<TypeConfig>(1, 1, i)).collect();
+        let records = appends(1, entries);
+        let indexes: Vec<u64> = records
             .iter()
             .map(|r| match r {
-                Record::Append { entries, .. } => entries.iter().map(|e| e.log_id.index).collect(),
+                Record::Entry { entry, .. } => entry.log_id.index,
                 _ => panic!("{r:?}"),
             })
             .collect();
-        assert_eq!(
-            split,
-            vec![vec![1, 2, 3], vec![4, 5, 6], vec![7, 8, 9], vec![10]]
-        );
-        // An entry over the budget is a record of its own.
-        assert_eq!(appends(1, (1..=2).map(big).collect(), 1).len(), 2);
-        assert!(appends(1, Vec::new(), 1).is_empty());
+        assert_eq!(indexes, [1, 2, 3]);
+        assert!(appends(1, Vec::new()).is_empty());
+        let mut index = Index::default();
+        index.apply(append(1, 1..=4, 1));
+        for r in records {
+            index.apply(Record::decode(&r.encode().unwrap()).unwrap());
+        }
+        assert_eq!(ids(&index.groups[&1]), [1, 2, 3, 4]);
     }
 
     #[test]

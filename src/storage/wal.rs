@@ -7,14 +7,17 @@
 //! idempotent overwrites, because a crash in the middle of a checkpoint replays the old
 //! segments and then the checkpoint.
 //!
-//! Format (version 2): `dir/{seq:020}.wal` segments, each an 8-byte header (`RNWAL\0` and
+//! Format (version 3): `dir/{seq:020}.wal` segments, each an 8-byte header (`RNWAL\0` and
 //! the version as u16 LE) followed by a run of records laid out as
 //! `len: u32 LE | crc32(len bytes): u32 LE | crc32(payload): u32 LE | payload`.
 //! The length has its own checksum so a damaged length is caught before it is trusted to
 //! locate the next record; otherwise one flipped bit could silently skip real records.
 //! A record is a *frame*: everything written between two fsyncs, as a run of
-//! `len: u32 LE | bytes` items. Version 1 segments (no header, one item per record, written
-//! before frames existed) are still read; a node never appends to one.
+//! `len: u32 LE | crc32(item): u32 LE | item` items. Each item has its own checksum so that
+//! one item can be read back alone, by its position ([`ItemPos`], [`read_item`]), without
+//! its frame: that is how a log entry is served from disk once it has left memory.
+//! Version 2 segments (items without a checksum) and version 1 segments (no header, one item
+//! per record, written before frames existed) are still read; a node never appends to one.
 //!
 //! Recovery tells a *torn tail* (a write in flight at a crash: never acknowledged, so safe
 //! to drop) from *corruption* (damage to data that may have been acknowledged, which must
@@ -37,7 +40,9 @@ const HEADER_LEN: usize = 12;
 /// What every version-2 segment starts with: a magic and the format version.
 const SEGMENT_MAGIC: &[u8; 6] = b"RNWAL\0";
 /// The on-disk format this code writes; see the module docs.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
+/// The oldest format with a segment header.
+const FIRST_HEADED_VERSION: u16 = 2;
 const SEGMENT_HEADER_LEN: usize = 8;
 /// Largest payload accepted by `append`/`checkpoint`. Recovery treats larger lengths as
 /// corruption, so a damaged-but-checksummed length can't make us trust gigabytes.
@@ -88,6 +93,21 @@ pub enum WalError {
     Version { path: PathBuf, version: u16 },
 }
 
+/// Where one item of a version-3 frame lies: its segment, the offset of its bytes in that
+/// segment, and their length. What the log index keeps of an entry that left memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemPos {
+    /// The segment's sequence number.
+    pub seq: u64,
+    /// Offset of the item's bytes (after its length and checksum).
+    pub offset: u64,
+    /// The item's length.
+    pub len: u32,
+}
+
+/// Bytes in front of each item of a version-3 frame: its length and its checksum.
+const ITEM_HEADER_LEN: usize = 8;
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
     move |source| WalError::Io {
         path: path.to_path_buf(),
@@ -135,7 +155,7 @@ fn segment_header() -> [u8; SEGMENT_HEADER_LEN] {
 fn segment_format(path: &Path, buf: &[u8]) -> Result<(u16, usize), WalError> {
     if buf.len() >= SEGMENT_HEADER_LEN && buf[..6] == SEGMENT_MAGIC[..] {
         let version = u16::from_le_bytes([buf[6], buf[7]]);
-        if version != FORMAT_VERSION {
+        if !(FIRST_HEADED_VERSION..=FORMAT_VERSION).contains(&version) {
             let path = path.to_path_buf();
             return Err(WalError::Version { path, version });
         }
@@ -148,7 +168,7 @@ fn segment_format(path: &Path, buf: &[u8]) -> Result<(u16, usize), WalError> {
     Ok((1, 0))
 }
 
-/// Encodes `items` as one frame's payload.
+/// Encodes `items` as one frame's payload, in the current format.
 fn encode_frame<'a>(items: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<u8>, WalError> {
     let mut frame = Vec::new();
     for item in items {
@@ -157,31 +177,104 @@ fn encode_frame<'a>(items: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<u8>
             max: MAX_RECORD_BYTES,
         })?;
         frame.extend_from_slice(&len.to_le_bytes());
+        frame.extend_from_slice(&crc32fast::hash(item).to_le_bytes());
         frame.extend_from_slice(item);
     }
     Ok(frame)
 }
 
-/// Hands each item of a frame to `replay`; a malformed frame whose checksum held is a bug's
-/// trace, reported as such.
+/// The positions of a frame's items, in the current format, once its payload is written at
+/// `payload_at` of segment `seq`.
+fn item_positions<'a>(
+    seq: u64,
+    payload_at: u64,
+    items: impl IntoIterator<Item = &'a [u8]>,
+) -> Vec<ItemPos> {
+    let mut at = payload_at;
+    items
+        .into_iter()
+        .map(|item| {
+            let pos = ItemPos {
+                seq,
+                offset: at + ITEM_HEADER_LEN as u64,
+                len: item.len() as u32,
+            };
+            at += (ITEM_HEADER_LEN + item.len()) as u64;
+            pos
+        })
+        .collect()
+}
+
+/// The replay callback: each item's bytes, and its position where the format gives one.
+pub type Replay<'a> = dyn FnMut(&[u8], Option<ItemPos>) -> Result<(), String> + 'a;
+
+/// Hands each item of a frame of `version`, whose payload starts at `payload_at` of segment
+/// `seq`, to `replay`; a malformed frame whose checksum held is a bug's trace, reported as such.
 fn replay_frame(
     frame: &[u8],
-    replay: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+    version: u16,
+    seq: u64,
+    payload_at: u64,
+    replay: &mut Replay<'_>,
 ) -> Result<u64, String> {
+    let head = if version >= 3 { ITEM_HEADER_LEN } else { 4 };
     let (mut at, mut items) = (0usize, 0u64);
     while at < frame.len() {
         let len = frame
-            .get(at..at + 4)
+            .get(at..at + head)
             .map(|b| u32_at(b, 0) as usize)
             .ok_or("frame item length cut short")?;
         let item = frame
-            .get(at + 4..at + 4 + len)
+            .get(at + head..at + head + len)
             .ok_or("frame item runs past its frame")?;
-        replay(item)?;
+        let pos = if version >= 3 {
+            if crc32fast::hash(item) != u32_at(frame, at + 4) {
+                return Err("frame item checksum mismatch".into());
+            }
+            Some(ItemPos {
+                seq,
+                offset: payload_at + (at + head) as u64,
+                len: len as u32,
+            })
+        } else {
+            None
+        };
+        replay(item, pos)?;
         items += 1;
-        at += 4 + len;
+        at += head + len;
     }
     Ok(items)
+}
+
+/// Reads back the item at `pos` from its segment `file`, checking its checksum: a log entry
+/// that left memory.
+// The log index's reads from disk are the next step; until then only tests read items back.
+#[allow(dead_code)]
+pub fn read_item(file: &File, pos: ItemPos) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let bad = |what: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "WAL item in segment {} at offset {}: {what}",
+                pos.seq, pos.offset
+            ),
+        )
+    };
+    let start = pos
+        .offset
+        .checked_sub(ITEM_HEADER_LEN as u64)
+        .ok_or_else(|| bad("offset before any item"))?;
+    let mut buf = vec![0u8; ITEM_HEADER_LEN + pos.len as usize];
+    file.read_exact_at(&mut buf, start)?;
+    if u32_at(&buf, 0) != pos.len {
+        return Err(bad("length differs from the index"));
+    }
+    let item = buf.split_off(ITEM_HEADER_LEN);
+    if crc32fast::hash(&item) != u32_at(&buf, 4) {
+        return Err(bad("checksum mismatch"));
+    }
+    Ok(item)
 }
 
 fn encode_header(payload: &[u8]) -> Result<[u8; HEADER_LEN], WalError> {
@@ -369,9 +462,10 @@ struct Scan {
 /// was created.
 fn scan_segment(
     path: &Path,
+    seq: u64,
     src: &(impl Source + ?Sized),
     is_last: bool,
-    replay: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+    replay: &mut Replay<'_>,
 ) -> Result<Scan, WalError> {
     let corrupt = |offset: u64, reason: String| WalError::Corrupt {
         path: path.to_path_buf(),
@@ -386,7 +480,7 @@ fn scan_segment(
         return Err(io(e));
     }
     let (version, start) = segment_format(path, &head[..head_len])?;
-    if !is_last && version == FORMAT_VERSION && start < SEGMENT_HEADER_LEN {
+    if !is_last && version >= FIRST_HEADED_VERSION && start < SEGMENT_HEADER_LEN {
         return Err(corrupt(
             0,
             "segment header cut short (in a non-final segment)".into(),
@@ -399,9 +493,10 @@ fn scan_segment(
         let reason = match read {
             Ok(()) => {
                 let replayed = if version == 1 {
-                    replay(&payload).map(|()| 1)
+                    replay(&payload, None).map(|()| 1)
                 } else {
-                    replay_frame(&payload, replay)
+                    let at = off + HEADER_LEN as u64;
+                    replay_frame(&payload, version, seq, at, replay)
                 };
                 records += replayed.map_err(|message| WalError::Replay {
                     path: path.to_path_buf(),
@@ -479,7 +574,7 @@ impl Wal {
     /// 1). On error `replay` may already have seen some records; discard that state.
     pub fn open(
         opts: WalOptions,
-        mut replay: impl FnMut(&[u8]) -> Result<(), String>,
+        mut replay: impl FnMut(&[u8], Option<ItemPos>) -> Result<(), String>,
     ) -> Result<(Wal, RecoveryReport), WalError> {
         let dir = opts.dir;
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
@@ -517,7 +612,7 @@ impl Wal {
             }
             let path = segment_path(&dir, seq);
             let src = FileSource::open(&path).map_err(io_err(&path))?;
-            let scan = scan_segment(&path, &src, i + 1 == seqs.len(), &mut replay)?;
+            let scan = scan_segment(&path, seq, &src, i + 1 == seqs.len(), &mut replay)?;
             last_version = scan.version;
             let dropped = src.len() - scan.valid_len;
             if dropped > 0 {
@@ -578,18 +673,18 @@ impl Wal {
         Ok((wal, report))
     }
 
-    /// Writes `items` to the active segment as one frame (one record, one `write_all`). Does
-    /// NOT fsync; the caller fsyncs before the next frame, since recovery counts on every
-    /// frame but the last being durable. Rotates first if the active segment is past
-    /// `segment_bytes`. A frame over `MAX_RECORD_BYTES` fails unwritten.
+    /// Writes `items` to the active segment as one frame (one record, one `write_all`), and
+    /// returns where each item lies. Does NOT fsync; the caller fsyncs before the next frame,
+    /// since recovery counts on every frame but the last being durable. Rotates first if the
+    /// active segment is past `segment_bytes`. A frame over `MAX_RECORD_BYTES` fails unwritten.
     pub fn append<'a>(
         &mut self,
-        items: impl IntoIterator<Item = &'a [u8]>,
-    ) -> Result<(), WalError> {
+        items: impl IntoIterator<Item = &'a [u8]> + Clone,
+    ) -> Result<Vec<ItemPos>, WalError> {
         self.check_usable()?;
-        let frame = encode_frame(items)?;
+        let frame = encode_frame(items.clone())?;
         if frame.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.buf.clear();
         encode_record(&mut self.buf, &frame)?;
@@ -604,8 +699,9 @@ impl Wal {
             }
             return Err(io_err(&self.active_path())(e));
         }
+        let at = self.active.len + HEADER_LEN as u64;
         self.active.len += self.buf.len() as u64;
-        Ok(())
+        Ok(item_positions(self.active.seq, at, items))
     }
 
     /// fdatasync the active segment; returns how long it took (for the fsync histogram).
@@ -630,7 +726,7 @@ impl Wal {
     pub fn checkpoint<'a>(
         &mut self,
         records: impl IntoIterator<Item = &'a [u8]>,
-    ) -> Result<(), WalError> {
+    ) -> Result<Vec<ItemPos>, WalError> {
         self.check_usable()?;
         // After a crash between the rename and the deletes, the old active segment
         // replays as a non-final one, where an unsynced torn tail would read as corruption.
@@ -638,9 +734,9 @@ impl Wal {
         let seq = self.active.seq + 1;
         let tmp = self.dir.join(format!("{seq:020}{TMP_SUFFIX}"));
         let path = segment_path(&self.dir, seq);
-        let written = write_synced_file(&tmp, records)
-            .and_then(|len| fs::rename(&tmp, &path).map_err(io_err(&path)).map(|()| len));
-        let len = written.inspect_err(|_| {
+        let written = write_synced_file(&tmp, seq, records)
+            .and_then(|w| fs::rename(&tmp, &path).map_err(io_err(&path)).map(|()| w));
+        let (len, positions) = written.inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
         })?;
         // The checkpoint is now visible on disk: anything appended to the old active
@@ -655,7 +751,8 @@ impl Wal {
             fs::remove_file(&old).map_err(io_err(&old))?;
             self.sealed.remove(0);
         }
-        self.sync_dir_or_fail()
+        self.sync_dir_or_fail()?;
+        Ok(positions)
     }
 
     fn rotate(&mut self) -> Result<(), WalError> {
@@ -696,28 +793,33 @@ impl Wal {
 /// records under the limit.
 const CHECKPOINT_FRAME_BYTES: usize = 16 << 20;
 
-/// Streams items into a fresh segment file, in frames, and fsyncs it; a checkpoint can be as
-/// large as the whole live state, so it is not staged in memory. Returns bytes written.
+/// Streams items into a fresh segment file `seq`, in frames, and fsyncs it; a checkpoint can
+/// be as large as the whole live state, so it is not staged in memory. Returns the bytes
+/// written and where each item lies.
 fn write_synced_file<'a>(
     path: &Path,
+    seq: u64,
     items: impl IntoIterator<Item = &'a [u8]>,
-) -> Result<u64, WalError> {
+) -> Result<(u64, Vec<ItemPos>), WalError> {
     let mut o = OpenOptions::new();
     let file = o.write(true).create(true).truncate(true).open(path);
     let mut w = BufWriter::with_capacity(1 << 20, file.map_err(io_err(path))?);
     w.write_all(&segment_header()).map_err(io_err(path))?;
     let mut len = SEGMENT_HEADER_LEN as u64;
+    let mut positions = Vec::new();
     let mut frame: Vec<&[u8]> = Vec::new();
     let mut frame_bytes = 0usize;
     let mut flush = |frame: &mut Vec<&[u8]>, w: &mut BufWriter<File>| -> Result<(), WalError> {
         if frame.is_empty() {
             return Ok(());
         }
-        let payload = encode_frame(frame.drain(..))?;
+        let payload = encode_frame(frame.iter().copied())?;
         let header = encode_header(&payload)?;
         w.write_all(&header)
             .and_then(|()| w.write_all(&payload))
             .map_err(io_err(path))?;
+        let at = len + HEADER_LEN as u64;
+        positions.extend(item_positions(seq, at, frame.drain(..)));
         len += (HEADER_LEN + payload.len()) as u64;
         Ok(())
     };
@@ -726,13 +828,13 @@ fn write_synced_file<'a>(
             flush(&mut frame, &mut w)?;
             frame_bytes = 0;
         }
-        frame_bytes += item.len() + 4;
+        frame_bytes += item.len() + ITEM_HEADER_LEN;
         frame.push(item);
     }
     flush(&mut frame, &mut w)?;
     let file = w.into_inner().map_err(|e| io_err(path)(e.into_error()))?;
     file.sync_all().map_err(io_err(path))?;
-    Ok(len)
+    Ok((len, positions))
 }
 
 #[cfg(test)]
@@ -753,7 +855,7 @@ mod tests {
 
     fn reopen(dir: &Path) -> Result<(Vec<Vec<u8>>, RecoveryReport, Wal), WalError> {
         let mut got = Vec::new();
-        let (wal, report) = Wal::open(opts(dir, 1 << 20), |r| {
+        let (wal, report) = Wal::open(opts(dir, 1 << 20), |r, _| {
             got.push(r.to_vec());
             Ok(())
         })?;
@@ -762,7 +864,7 @@ mod tests {
 
     /// Appends `n` records one batch each, synced; returns them.
     fn write_records(dir: &Path, n: usize, segment_bytes: u64) -> Vec<Vec<u8>> {
-        let (mut wal, _) = Wal::open(opts(dir, segment_bytes), |_| Ok(())).unwrap();
+        let (mut wal, _) = Wal::open(opts(dir, segment_bytes), |_, _| Ok(())).unwrap();
         let recs: Vec<_> = (0..n).map(rec).collect();
         for r in &recs {
             wal.append([r.as_slice()]).unwrap();
@@ -783,7 +885,7 @@ mod tests {
 
     /// Bytes of rec(i) written alone as a frame.
     fn framed(i: usize) -> u64 {
-        (HEADER_LEN + 4 + rec(i).len()) as u64
+        (HEADER_LEN + ITEM_HEADER_LEN + rec(i).len()) as u64
     }
 
     /// Offset of record `i` in a single segment holding rec(0).., one frame each.
@@ -799,7 +901,7 @@ mod tests {
 
     /// (records, valid_len) when accepted, else the offset reported as corrupt.
     fn scan(buf: &[u8], is_last: bool) -> Result<(u64, u64), u64> {
-        match scan_segment(Path::new("/seg"), buf, is_last, &mut |_| Ok(())) {
+        match scan_segment(Path::new("/seg"), 1, buf, is_last, &mut |_, _| Ok(())) {
             Ok(s) => Ok((s.records, s.valid_len)),
             Err(WalError::Corrupt { offset, .. }) => Err(offset),
             Err(e) => panic!("{e}"),
@@ -890,15 +992,23 @@ mod tests {
         let mut bad = segment_header().to_vec();
         encode_record(&mut bad, &[9, 0, 0, 0, 1]).unwrap();
         assert!(matches!(
-            scan_segment(Path::new("/seg"), bad.as_slice(), true, &mut |_| Ok(())),
+            scan_segment(Path::new("/seg"), 1, bad.as_slice(), true, &mut |_, _| Ok(
+                ()
+            )),
             Err(WalError::Replay { .. })
         ));
         // A format from the future is refused, not guessed at.
         let mut future = bad.clone();
-        future[6] = 3;
+        future[6] = 4;
         assert!(matches!(
-            scan_segment(Path::new("/seg"), future.as_slice(), true, &mut |_| Ok(())),
-            Err(WalError::Version { version: 3, .. })
+            scan_segment(
+                Path::new("/seg"),
+                1,
+                future.as_slice(),
+                true,
+                &mut |_, _| Ok(())
+            ),
+            Err(WalError::Version { version: 4, .. })
         ));
     }
 
@@ -911,7 +1021,7 @@ mod tests {
         let seg = segment_files(tmp.path()).remove(0);
         let clean = fs::read(&seg).unwrap();
         let batch: Vec<Vec<u8>> = (10..15).map(rec).collect();
-        let (mut wal, _) = Wal::open(opts(tmp.path(), 1 << 20), |_| Ok(())).unwrap();
+        let (mut wal, _) = Wal::open(opts(tmp.path(), 1 << 20), |_, _| Ok(())).unwrap();
         wal.append(batch.iter().map(Vec::as_slice)).unwrap();
         drop(wal);
         let full = fs::read(&seg).unwrap();
@@ -920,7 +1030,7 @@ mod tests {
         let mut cuts = vec![start, start + 4, start + HEADER_LEN];
         let mut at = start + HEADER_LEN;
         for item in &batch {
-            at += 4 + item.len();
+            at += ITEM_HEADER_LEN + item.len();
             cuts.push(at);
         }
         for &cut in &cuts {
@@ -1001,7 +1111,7 @@ mod tests {
     #[test]
     fn round_trip_across_rotations() {
         let tmp = TempDir::new().unwrap();
-        let (mut wal, report) = Wal::open(opts(tmp.path(), 100), |_| Ok(())).unwrap();
+        let (mut wal, report) = Wal::open(opts(tmp.path(), 100), |_, _| Ok(())).unwrap();
         assert_eq!(report, RecoveryReport::default());
         let mut all = Vec::new();
         for batch in 0..40 {
@@ -1025,12 +1135,83 @@ mod tests {
         assert_eq!(wal.total_bytes(), on_disk);
     }
 
+    /// Every item's position, as the append reports it, as recovery reports it, and as a
+    /// checkpoint reports it, reads that item back alone; a damaged item is caught.
+    #[test]
+    fn items_are_found_again_by_position() {
+        let tmp = TempDir::new().unwrap();
+        let (mut wal, _) = Wal::open(opts(tmp.path(), 200), |_, _| Ok(())).unwrap();
+        let recs: Vec<Vec<u8>> = (0..20).map(rec).collect();
+        let mut appended = Vec::new();
+        for pair in recs.chunks(2) {
+            appended.extend(wal.append(pair.iter().map(Vec::as_slice)).unwrap());
+            wal.sync().unwrap();
+        }
+        assert!(wal.segment_count() > 2, "the items span rotations");
+        drop(wal);
+        let mut replayed = Vec::new();
+        let (mut wal, _) = Wal::open(opts(tmp.path(), 200), |item, pos| {
+            replayed.push((item.to_vec(), pos.unwrap()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(replayed.iter().map(|r| r.1).collect::<Vec<_>>(), appended);
+        let read = |pos: ItemPos| {
+            let file = File::open(segment_path(tmp.path(), pos.seq)).unwrap();
+            read_item(&file, pos)
+        };
+        for (item, pos) in &replayed {
+            assert_eq!(&read(*pos).unwrap(), item);
+        }
+        let moved = wal.checkpoint(recs.iter().map(Vec::as_slice)).unwrap();
+        for (pos, item) in moved.iter().zip(&recs) {
+            assert_eq!(&read(*pos).unwrap(), item);
+        }
+        let last = moved[moved.len() - 1];
+        flip(&segment_path(tmp.path(), last.seq), last.offset + 2);
+        let err = read(last).unwrap_err().to_string();
+        assert!(err.contains("checksum mismatch"), "{err}");
+    }
+
+    /// Version 2 segments (items without checksums) replay, without positions; new writes go
+    /// to a new segment of the current format.
+    #[test]
+    fn version_2_segments_are_read_and_never_appended_to() {
+        let tmp = TempDir::new().unwrap();
+        let mut v2 = SEGMENT_MAGIC.to_vec();
+        v2.extend_from_slice(&2u16.to_le_bytes());
+        let old: Vec<Vec<u8>> = (0..3).map(rec).collect();
+        let mut frame = Vec::new();
+        for item in &old {
+            frame.extend_from_slice(&(item.len() as u32).to_le_bytes());
+            frame.extend_from_slice(item);
+        }
+        encode_record(&mut v2, &frame).unwrap();
+        fs::write(segment_path(tmp.path(), 1), &v2).unwrap();
+        let mut got = Vec::new();
+        let (mut wal, _) = Wal::open(opts(tmp.path(), 1 << 20), |item, pos| {
+            got.push((item.to_vec(), pos));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            got,
+            old.iter().map(|i| (i.clone(), None)).collect::<Vec<_>>()
+        );
+        let pos = wal.append([rec(9).as_slice()]).unwrap();
+        assert_eq!(pos[0].seq, 2);
+        wal.sync().unwrap();
+        assert_eq!(fs::read(segment_path(tmp.path(), 1)).unwrap(), v2);
+        let (got, _, _) = reopen(tmp.path()).unwrap();
+        assert_eq!(got.len(), 4);
+    }
+
     /// Recovery reads a segment record by record, never whole: a large segment costs one
     /// record's memory.
     #[test]
     fn recovery_holds_one_record_at_a_time() {
         let tmp = TempDir::new().unwrap();
-        let (mut wal, _) = Wal::open(opts(tmp.path(), 1 << 30), |_| Ok(())).unwrap();
+        let (mut wal, _) = Wal::open(opts(tmp.path(), 1 << 30), |_, _| Ok(())).unwrap();
         let item = vec![7u8; 1000];
         for _ in 0..8192 {
             wal.append([item.as_slice()]).unwrap();
@@ -1040,7 +1221,7 @@ mod tests {
         let (got, report, _) = reopen(tmp.path()).unwrap();
         assert_eq!(got.len(), 8192);
         assert!(report.bytes > 8_000_000, "{report:?}");
-        assert_eq!(report.largest_record, 1004, "{report:?}");
+        assert_eq!(report.largest_record, 1008, "{report:?}");
     }
 
     #[test]
@@ -1155,7 +1336,7 @@ mod tests {
     fn replay_error_names_segment_and_offset() {
         let tmp = TempDir::new().unwrap();
         write_records(tmp.path(), 5, 1 << 20);
-        let err = Wal::open(opts(tmp.path(), 1 << 20), |r| {
+        let err = Wal::open(opts(tmp.path(), 1 << 20), |r, _| {
             if r == rec(3).as_slice() {
                 Err("nope".into())
             } else {
@@ -1174,7 +1355,7 @@ mod tests {
     #[test]
     fn oversized_record_is_rejected_unwritten() {
         let tmp = TempDir::new().unwrap();
-        let (mut wal, _) = Wal::open(opts(tmp.path(), 1 << 20), |_| Ok(())).unwrap();
+        let (mut wal, _) = Wal::open(opts(tmp.path(), 1 << 20), |_, _| Ok(())).unwrap();
         let big = vec![0u8; MAX_RECORD_BYTES + 1];
         let err = wal.append([b"ok".as_slice(), big.as_slice()]).unwrap_err();
         assert!(matches!(err, WalError::TooLarge { .. }));
