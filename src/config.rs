@@ -276,6 +276,11 @@ settings! {
     wal_checkpoint_bytes: u64, env "RAFTNODE_WAL_CHECKPOINT_BYTES", value_name "BYTES"
         => |s, v| s.node.wal_checkpoint_bytes = v;
 
+    /// Bytes of recent log entries kept in memory, for the whole node; older entries are read
+    /// back from the WAL. Entries not yet written stay in memory regardless. [default: 67108864]
+    log_cache_bytes: u64, env "RAFTNODE_LOG_CACHE_BYTES", value_name "BYTES"
+        => |s, v| s.node.log_cache_bytes = v;
+
     /// tokio worker threads (0: one per CPU). [default: 0]
     worker_threads: usize, env "RAFTNODE_WORKER_THREADS", value_name "N"
         => |s, v| s.worker_threads = v;

@@ -75,6 +75,8 @@ families! {
         "Quiesced groups woken on this node (by work, by a message, or by a peer's failure).";
     storage_failed: IntGaugeVec = "raftnode_storage_failed", [],
         "1 after a write or fsync error: the node writes nothing more until it restarts.";
+    log_cache: IntGaugeVec = "raftnode_storage_log_cache_bytes", [],
+        "Log entries held in memory; older ones are read back from the WAL (--log-cache-bytes).";
     peers_live: IntGaugeVec = "raftnode_peers_live", [],
         "Other members whose node answered the liveness probe within an election timeout.";
     threads_by_name: IntGaugeVec = "raftnode_threads_by_name", ["prefix"],

@@ -104,6 +104,9 @@ impl NodeCollector {
         f.storage_failed
             .with_label_values(none)
             .set(i64::from(core.deps.storage.is_failed()));
+        f.log_cache
+            .with_label_values(none)
+            .set(core.deps.storage.cached_bytes() as i64);
         f.peers_live
             .with_label_values(none)
             .set(core.liveness.len() as i64);

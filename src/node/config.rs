@@ -50,6 +50,8 @@ pub struct NodeConfig {
     pub wal_segment_bytes: u64,
     /// WAL size past which the live state is checkpointed and old segments removed.
     pub wal_checkpoint_bytes: u64,
+    /// Bytes of log entries kept in memory, node-wide; older entries are read from the WAL.
+    pub log_cache_bytes: u64,
     /// Label Raft metrics per group; off, `/metrics` exports node-wide aggregates (for
     /// thousands of groups).
     pub metrics_group_labels: bool,
@@ -81,6 +83,7 @@ impl Default for NodeConfig {
             max_append_bytes: DEFAULT_MAX_APPEND_BYTES,
             wal_segment_bytes: 64 << 20,
             wal_checkpoint_bytes: 256 << 20,
+            log_cache_bytes: 64 << 20,
             metrics_group_labels: true,
             leader_balance_ms: 2000,
             quiesce_after_ms: 3000,

@@ -89,6 +89,7 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
             dir: config.data_dir.clone(),
             segment_bytes: config.wal_segment_bytes,
             checkpoint_bytes: config.wal_checkpoint_bytes,
+            cache_bytes: usize::try_from(config.log_cache_bytes).unwrap_or(usize::MAX),
         },
         &storage_owner,
     )?;

@@ -34,7 +34,7 @@ impl RaftLogReader<TypeConfig> for GroupLogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        Ok(self.storage.entries(self.group, range))
+        self.storage.entries(self.group, range)
     }
 
     /// openraft bounds a replication message only by its count of entries; large values would
@@ -44,9 +44,8 @@ impl RaftLogReader<TypeConfig> for GroupLogStore {
         start: u64,
         end: u64,
     ) -> Result<Vec<Entry>, io::Error> {
-        Ok(self
-            .storage
-            .entries_limited(self.group, start, end, self.max_append_bytes))
+        self.storage
+            .entries_limited(self.group, start, end, self.max_append_bytes)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {

@@ -36,6 +36,8 @@ impl StoreBuilder<TypeConfig, GroupLogStore, SmAdapter, Guard> for Builder {
                 dir: dir.path().to_path_buf(),
                 segment_bytes: 1 << 20,
                 checkpoint_bytes: 4 << 20,
+                // Tiny: the suite's reads then come from the WAL as well as from the cache.
+                cache_bytes: 1024,
             },
             &owner,
         )

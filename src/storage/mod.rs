@@ -2,9 +2,11 @@
 //! and one writer thread turns whatever the groups submitted meanwhile into one write and one
 //! fsync (group commit, as in TiKV's raft-engine or Dragonboat's shared LogDB).
 //!
-//! Reads never touch the disk: [`Index`] keeps each group's live log in memory, rebuilt from
-//! the WAL at start. Memory stays bounded because snapshots purge the log; the WAL stays bounded
-//! because a checkpoint rewrites the live state into a fresh segment and drops the old ones.
+//! [`Index`] keeps, per group, the id and WAL position of every live entry, rebuilt from the WAL
+//! at start without the entries themselves; recent entries are cached in memory up to a byte
+//! budget, older ones are read back from their segment. Snapshots purge the log; the WAL
+//! stays bounded because a checkpoint rewrites the live state into a fresh segment and drops
+//! the old ones.
 
 pub mod policy;
 pub mod record;
@@ -22,7 +24,7 @@ use std::time::Duration;
 use openraft::storage::IOFlushed;
 
 use crate::ledger::Owner;
-use crate::raft::types::{entry_bytes, Entry, GroupId, LogId, TypeConfig, Vote};
+use crate::raft::types::{Entry, GroupId, LogId, TypeConfig, Vote};
 pub use record::{GroupLog, Index, Record};
 use wal::{RecoveryReport, Wal, WalError, WalOptions};
 
@@ -52,6 +54,8 @@ pub struct StorageOptions {
     pub segment_bytes: u64,
     /// WAL size past which the live state is checkpointed and old segments deleted.
     pub checkpoint_bytes: u64,
+    /// Bytes of log entries kept in memory; older ones are read from the WAL.
+    pub cache_bytes: usize,
 }
 
 /// Who is waiting for a write to become durable.
@@ -79,6 +83,8 @@ impl Done {
 
 struct Op {
     payloads: Vec<Vec<u8>>,
+    /// The entry each payload holds, if any: the index learns where it was written.
+    entries: Vec<Option<(GroupId, LogId)>>,
     /// Whether this write needs an fsync before it is complete. Commit-index updates do not:
     /// they ride along with the next synced batch.
     sync: bool,
@@ -87,6 +93,7 @@ struct Op {
 
 struct Inner {
     snapshot_dir: PathBuf,
+    wal_dir: PathBuf,
     index: Mutex<Index>,
     tx: Mutex<Option<mpsc::Sender<Op>>>,
     failed: AtomicBool,
@@ -107,7 +114,7 @@ impl Storage {
         opts: StorageOptions,
         owner: &Owner,
     ) -> Result<(Storage, RecoveryReport), StorageError> {
-        let mut index = Index::default();
+        let mut index = Index::with_cache(opts.cache_bytes);
         let snapshot_dir = opts.dir.join("snapshots");
         for dir in [opts.dir.join("wal"), snapshot_dir.clone()] {
             create_dir_durably(&dir).map_err(|source| {
@@ -121,11 +128,14 @@ impl Storage {
             dir: opts.dir.join("wal"),
             segment_bytes: opts.segment_bytes,
         };
-        let (wal, report) = Wal::open(wal_opts, |bytes, _pos| {
+        let wal_dir = wal_opts.dir.clone();
+        let (wal, report) = Wal::open(wal_opts, |bytes, at| {
             let record = Record::decode(bytes).map_err(|e| format!("undecodable record: {e}"))?;
-            index.apply(record);
+            index.apply_at(record, at);
             Ok(())
         })?;
+        // Entries of older formats have no place of their own: a checkpoint gives them one.
+        let rewrite = index.unplaced > 0;
         let leftovers = snapshot_file::remove_leftovers(&snapshot_dir)?;
         if leftovers > 0 {
             tracing::warn!(
@@ -147,6 +157,7 @@ impl Storage {
         .map_err(|e| StorageError::Thread(io::Error::other(e)))?;
         let inner = Arc::new(Inner {
             snapshot_dir,
+            wal_dir,
             index: Mutex::new(index),
             tx: Mutex::new(Some(tx)),
             failed: AtomicBool::new(false),
@@ -159,6 +170,7 @@ impl Storage {
             inner: inner.clone(),
             checkpoint_bytes: opts.checkpoint_bytes,
             last_checkpoint: 0,
+            rewrite,
             carry: None,
             unsynced: Vec::new(),
         };
@@ -215,8 +227,13 @@ impl Storage {
             return refuse(done, FAILED);
         }
         let mut payloads = Vec::with_capacity(records.len());
+        let mut entries = Vec::with_capacity(records.len());
         for r in &records {
             payloads.push(r.encode().map_err(io::Error::other)?);
+            entries.push(match r {
+                Record::Entry { group, entry } => Some((*group, entry.log_id)),
+                _ => None,
+            });
         }
         let mut index = lock(&self.inner.index);
         let tx = lock(&self.inner.tx);
@@ -229,6 +246,7 @@ impl Storage {
         }
         let op = Op {
             payloads,
+            entries,
             sync,
             done,
         };
@@ -249,35 +267,110 @@ impl Storage {
         f(lock(&self.inner.index).groups.get(&group))
     }
 
-    pub fn entries(&self, group: GroupId, range: impl RangeBounds<u64>) -> Vec<Entry> {
-        self.with_group(group, |g| {
-            g.map(|g| g.entries.range(range).map(|(_, e)| e.clone()).collect())
-                .unwrap_or_default()
-        })
+    /// Entries of `group` in `range`: from the cache, or read back from the WAL.
+    pub fn entries(
+        &self,
+        group: GroupId,
+        range: impl RangeBounds<u64> + Clone,
+    ) -> io::Result<Vec<Entry>> {
+        self.read(group, range, usize::MAX)
     }
 
     /// Entries of `group` from `start` up to `end` (exclusive), as many as fit in `max_bytes`
-    /// by [`entry_bytes`], but at least one: what a replication message carries.
+    /// by [`crate::raft::types::entry_bytes`], but at least one: what a replication message
+    /// carries.
     pub fn entries_limited(
         &self,
         group: GroupId,
         start: u64,
         end: u64,
         max_bytes: usize,
-    ) -> Vec<Entry> {
-        self.with_group(group, |g| {
-            let Some(g) = g else { return Vec::new() };
-            let mut out = Vec::new();
-            let mut bytes = 0;
-            for (_, e) in g.entries.range(start..end) {
-                bytes += entry_bytes(e);
-                if bytes > max_bytes && !out.is_empty() {
-                    break;
+    ) -> io::Result<Vec<Entry>> {
+        self.read(group, start..end, max_bytes)
+    }
+
+    /// Segment files in the WAL directory.
+    #[cfg(test)]
+    fn wal_segments(&self) -> usize {
+        std::fs::read_dir(&self.inner.wal_dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "wal"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Bytes of log entries cached in memory.
+    pub fn cached_bytes(&self) -> usize {
+        lock(&self.inner.index).cached_bytes()
+    }
+
+    /// Reads under the index lock what is cached and where the rest lies, then the rest from
+    /// the WAL without the lock. A checkpoint may delete a segment between the two: the read
+    /// then starts over from the places the checkpoint gave.
+    fn read(
+        &self,
+        group: GroupId,
+        range: impl RangeBounds<u64> + Clone,
+        max_bytes: usize,
+    ) -> io::Result<Vec<Entry>> {
+        for _ in 0..3 {
+            let plan: Vec<Result<Entry, (LogId, wal::ItemPos)>> = self.with_group(group, |g| {
+                let Some(g) = g else { return Ok(Vec::new()) };
+                let mut plan = Vec::new();
+                let mut bytes = 0;
+                for s in g.entries.range(range.clone()).map(|(_, s)| s) {
+                    bytes += s.bytes;
+                    if bytes > max_bytes && !plan.is_empty() {
+                        break;
+                    }
+                    plan.push(match (&s.entry, s.at) {
+                        (Some(e), _) => Ok(e.clone()),
+                        (None, Some(at)) => Err((s.log_id, at)),
+                        (None, None) => {
+                            return Err(io::Error::other(format!(
+                                "log entry {} of group {group} is neither cached nor written",
+                                s.log_id
+                            )))
+                        }
+                    });
                 }
-                out.push(e.clone());
+                Ok(plan)
+            })?;
+            let mut files = std::collections::HashMap::new();
+            let mut out = Vec::with_capacity(plan.len());
+            let mut vanished = false;
+            for p in plan {
+                let (log_id, at) = match p {
+                    Ok(e) => {
+                        out.push(e);
+                        continue;
+                    }
+                    Err(miss) => miss,
+                };
+                let file = match files.entry(at.seq) {
+                    std::collections::hash_map::Entry::Occupied(f) => f.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        match std::fs::File::open(wal::segment_path(&self.inner.wal_dir, at.seq)) {
+                            Ok(f) => v.insert(f),
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                                vanished = true;
+                                break;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                };
+                out.push(read_entry(file, at, log_id)?);
             }
-            out
-        })
+            if !vanished {
+                return Ok(out);
+            }
+        }
+        Err(io::Error::other(format!(
+            "the WAL segments of group {group}'s entries were replaced under three reads in a row"
+        )))
     }
 
     pub async fn save_vote(&self, group: GroupId, vote: Vote) -> io::Result<()> {
@@ -342,6 +435,21 @@ impl Storage {
     }
 }
 
+/// The entry `log_id` from its place `at` in an open segment.
+fn read_entry(file: &std::fs::File, at: wal::ItemPos, log_id: LogId) -> io::Result<Entry> {
+    let bytes = wal::read_item(file, at)?;
+    match Record::decode(&bytes) {
+        Ok(Record::Entry { entry, .. }) if entry.log_id == log_id => Ok(entry),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "WAL segment {} at offset {} does not hold log entry {log_id}",
+                at.seq, at.offset
+            ),
+        )),
+    }
+}
+
 /// The writer thread's state: the only place that touches the WAL after open.
 struct Writer {
     wal: Wal,
@@ -349,10 +457,13 @@ struct Writer {
     inner: Arc<Inner>,
     checkpoint_bytes: u64,
     last_checkpoint: u64,
+    /// Whether entries recovered from older formats wait for a checkpoint to get a place.
+    rewrite: bool,
     /// An op taken from the queue that did not fit in the last batch: it opens the next one.
     carry: Option<Op>,
-    /// Encoded records of writes that need no fsync, not yet written.
-    unsynced: Vec<Vec<u8>>,
+    /// Encoded records not yet written (writes that need no fsync wait here for one that
+    /// does), with the entry each holds.
+    unsynced: Vec<record::Encoded>,
 }
 
 impl Op {
@@ -420,9 +531,11 @@ impl Writer {
     /// indexes, truncations, purges) wait in `unsynced` for the next frame that is fsynced.
     fn write(&mut self, batch: &mut [Op]) -> io::Result<()> {
         for op in batch.iter_mut() {
-            self.unsynced.append(&mut op.payloads);
+            let entries = std::mem::take(&mut op.entries);
+            self.unsynced
+                .extend(std::mem::take(&mut op.payloads).into_iter().zip(entries));
         }
-        let unsynced_bytes: usize = self.unsynced.iter().map(Vec::len).sum();
+        let unsynced_bytes: usize = self.unsynced.iter().map(|(p, _)| p.len()).sum();
         let sync = batch.iter().any(|op| op.sync) || unsynced_bytes >= policy::UNSYNCED_BYTES;
         if !sync {
             return Ok(());
@@ -433,14 +546,22 @@ impl Writer {
     /// Writes what waits in `unsynced` as frames, each fsynced.
     fn flush(&mut self) -> io::Result<()> {
         let items = std::mem::take(&mut self.unsynced);
-        let sizes: Vec<usize> = items.iter().map(Vec::len).collect();
+        let sizes: Vec<usize> = items.iter().map(|(p, _)| p.len()).collect();
         let mut at = 0;
         for n in policy::frames(&sizes, policy::FRAME_BYTES) {
-            let frame = items[at..at + n].iter().map(Vec::as_slice);
-            self.wal.append(frame).map_err(io::Error::other)?;
+            let frame = &items[at..at + n];
+            let places = self
+                .wal
+                .append(frame.iter().map(|(p, _)| p.as_slice()))
+                .map_err(io::Error::other)?;
             at += n;
             let took = self.wal.sync().map_err(io::Error::other)?;
             self.inner.fsync_seconds.observe(took.as_secs_f64());
+            let placed = frame
+                .iter()
+                .zip(places)
+                .filter_map(|((_, e), at)| Some(((*e)?, at)));
+            lock(&self.inner.index).place(placed, false);
         }
         if items.is_empty() {
             // An append of nothing still waits for an fsync, which it gets.
@@ -460,39 +581,66 @@ impl Writer {
             last_checkpoint_bytes: self.last_checkpoint,
             threshold_bytes: self.checkpoint_bytes,
         });
-        if !due {
+        if !due && !self.rewrite {
             return;
         }
-        let payloads: Result<Vec<Vec<u8>>, _> = {
+        let items = {
             let index = lock(&self.inner.index);
-            let erased = index.dump_erased();
-            erased
+            let wal_dir = self.inner.wal_dir.clone();
+            let mut files = std::collections::HashMap::new();
+            let mut read = |at: wal::ItemPos| -> io::Result<Vec<u8>> {
+                let file = match files.entry(at.seq) {
+                    std::collections::hash_map::Entry::Occupied(f) => f.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(std::fs::File::open(wal::segment_path(&wal_dir, at.seq))?)
+                    }
+                };
+                wal::read_item(file, at)
+            };
+            let erased: io::Result<Vec<record::Encoded>> = index
+                .dump_erased()
                 .iter()
-                .map(Record::encode)
-                .chain(
-                    index
-                        .groups
-                        .iter()
-                        .flat_map(|(g, log)| log.dump(*g))
-                        .map(|r| r.encode()),
-                )
-                .collect()
+                .map(|r| Ok((r.encode().map_err(io::Error::other)?, None)))
+                .collect();
+            erased.and_then(|mut items| {
+                for (g, log) in &index.groups {
+                    items.extend(log.dump(*g, &mut read)?);
+                }
+                Ok(items)
+            })
         };
-        let payloads = match payloads {
-            Ok(p) => p,
+        let items = match items {
+            Ok(items) => items,
             Err(e) => {
-                tracing::error!(error = %e, "cannot encode WAL checkpoint; keeping old segments");
+                // Not again until the WAL has doubled.
+                self.last_checkpoint = total;
+                tracing::error!(error = %e, "cannot gather a WAL checkpoint; keeping old segments");
                 return;
             }
         };
-        let size: u64 = payloads.iter().map(|p| p.len() as u64 + 12).sum();
-        match self.wal.checkpoint(payloads.iter().map(Vec::as_slice)) {
-            Ok(_positions) => {
+        let size: u64 = items.iter().map(|(p, _)| p.len() as u64 + 12).sum();
+        let inner = self.inner.clone();
+        let keys: Vec<_> = items.iter().map(|(_, e)| *e).collect();
+        // The entries' new places are known before the old segments go, so that readers
+        // look for them there.
+        let moved = move |places: &[wal::ItemPos]| {
+            let placed = keys
+                .iter()
+                .zip(places)
+                .filter_map(|(e, at)| Some(((*e)?, *at)));
+            lock(&inner.index).place(placed, true);
+        };
+        match self
+            .wal
+            .checkpoint(items.iter().map(|(p, _)| p.as_slice()), moved)
+        {
+            Ok(()) => {
                 self.last_checkpoint = size;
+                self.rewrite = false;
                 tracing::info!(before_bytes = total, after_bytes = size, "WAL checkpointed");
             }
             Err(e) => {
-                // Not again until the WAL has doubled: each attempt encodes the whole live
+                // Not again until the WAL has doubled: each attempt gathers the whole live
                 // state under the index lock, which stalls every group.
                 self.last_checkpoint = total;
                 tracing::error!(error = %e, "WAL checkpoint failed; keeping old segments")
@@ -530,18 +678,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
     use crate::ledger::{Ledger, OwnerKind};
+    use crate::raft::types::entry_bytes;
     use crate::raft::types::Proposal;
     use openraft::entry::RaftEntry;
     use openraft::testing::{blank_ent, log_id};
     use openraft::type_config::TypeConfigExt;
 
     fn open(dir: &Path, checkpoint_bytes: u64) -> (Storage, RecoveryReport, crate::ledger::Owner) {
+        open_with_cache(dir, checkpoint_bytes, 64 << 20)
+    }
+
+    fn open_with_cache(
+        dir: &Path,
+        checkpoint_bytes: u64,
+        cache_bytes: usize,
+    ) -> (Storage, RecoveryReport, crate::ledger::Owner) {
         let owner = Ledger::new().root(OwnerKind::Storage, "test");
         let (s, r) = Storage::open(
             StorageOptions {
                 dir: dir.to_path_buf(),
                 segment_bytes: 4096,
                 checkpoint_bytes,
+                cache_bytes,
             },
             &owner,
         )
@@ -574,6 +732,7 @@ mod tests {
 
     fn indexes(s: &Storage, group: GroupId) -> Vec<u64> {
         s.entries(group, ..)
+            .unwrap()
             .iter()
             .map(|e| e.log_id.index)
             .collect()
@@ -617,7 +776,52 @@ mod tests {
             assert_eq!(g.purged.map(|p| p.index), Some(3));
             assert_eq!(g.last_log_id().map(|l| l.index), Some(9));
         });
-        assert_eq!(s.entries(1, 5..7).len(), 2);
+        assert_eq!(s.entries(1, 5..7).unwrap().len(), 2);
+        close(s, owner).await;
+    }
+
+    /// A log sixteen times the cache: what the cache cannot hold is read back from the WAL,
+    /// before and after a restart and across checkpoints, and the cache stays in its budget.
+    #[tokio::test]
+    async fn a_log_larger_than_the_cache_is_read_back_from_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = 1 << 20;
+        let value = |i: u64| vec![(i % 251) as u8; 64 << 10];
+        let (s, _, owner) = open_with_cache(dir.path(), 1 << 30, cache);
+        for chunk in (1..=256u64).collect::<Vec<_>>().chunks(8) {
+            let entries = chunk.iter().map(|&i| normal(i, &value(i))).collect();
+            append(&s, 1, entries).await.unwrap();
+        }
+        assert!(s.cached_bytes() <= cache, "{} cached", s.cached_bytes());
+        let check = |s: &Storage| {
+            let all = s.entries(1, ..).unwrap();
+            assert_eq!(all.len(), 256);
+            for e in &all {
+                assert_eq!(
+                    e.payload,
+                    normal(e.log_id.index, &value(e.log_id.index)).payload
+                );
+            }
+        };
+        check(&s);
+        close(s, owner).await;
+        // Reopened, nothing is cached; and a checkpoint moves every entry to a new segment.
+        let (s, report, owner) = open_with_cache(dir.path(), 4 << 20, cache);
+        assert!(report.largest_record < 1 << 20, "{report:?}");
+        assert_eq!(s.cached_bytes(), 0);
+        check(&s);
+        append(&s, 1, vec![normal(257, &value(257))]).await.unwrap();
+        // The writer checkpoints after it acknowledged the append.
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while s.wal_segments() > 1 && std::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(s.wal_segments(), 1, "the checkpoint replaced every segment");
+        let all = s.entries(1, ..).unwrap();
+        assert_eq!(all.len(), 257);
+        close(s, owner).await;
+        let (s, _, owner) = open_with_cache(dir.path(), 1 << 30, cache);
+        assert_eq!(indexes(&s, 1), (1..=257).collect::<Vec<_>>());
         close(s, owner).await;
     }
 
@@ -632,6 +836,7 @@ mod tests {
         let one = entry_bytes(&normal(1, &kib));
         let got = |start, end, max| -> Vec<u64> {
             s.entries_limited(1, start, end, max)
+                .unwrap()
                 .iter()
                 .map(|e| e.log_id.index)
                 .collect()
@@ -680,7 +885,10 @@ mod tests {
         assert!(segments < 10, "{segments} segments left after checkpoints");
         let (s, _, owner) = open(dir.path(), 16 << 10);
         assert_eq!(indexes(&s, 1), (196..=200).collect::<Vec<_>>());
-        assert_eq!(s.entries(1, 200..)[0].payload, normal(200, &value).payload);
+        assert_eq!(
+            s.entries(1, 200..).unwrap()[0].payload,
+            normal(200, &value).payload
+        );
         close(s, owner).await;
     }
 
@@ -705,7 +913,10 @@ mod tests {
         assert!(segments <= 2, "{segments} segments: no checkpoint");
         let (s, _, owner) = open(dir.path(), 1 << 30);
         assert_eq!(indexes(&s, 1), (1..=n).collect::<Vec<_>>());
-        assert_eq!(s.entries(1, n..)[0].payload, normal(n, &mib).payload);
+        assert_eq!(
+            s.entries(1, n..).unwrap()[0].payload,
+            normal(n, &mib).payload
+        );
         assert_eq!(indexes(&s, 2), vec![1]);
         close(s, owner).await;
     }

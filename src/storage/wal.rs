@@ -115,7 +115,8 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
     }
 }
 
-fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+/// The path of segment `seq` in `dir`.
+pub fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:020}.wal"))
 }
 
@@ -248,8 +249,6 @@ fn replay_frame(
 
 /// Reads back the item at `pos` from its segment `file`, checking its checksum: a log entry
 /// that left memory.
-// The log index's reads from disk are the next step; until then only tests read items back.
-#[allow(dead_code)]
 pub fn read_item(file: &File, pos: ItemPos) -> io::Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
     let bad = |what: &str| {
@@ -726,7 +725,8 @@ impl Wal {
     pub fn checkpoint<'a>(
         &mut self,
         records: impl IntoIterator<Item = &'a [u8]>,
-    ) -> Result<Vec<ItemPos>, WalError> {
+        moved: impl FnOnce(&[ItemPos]),
+    ) -> Result<(), WalError> {
         self.check_usable()?;
         // After a crash between the rename and the deletes, the old active segment
         // replays as a non-final one, where an unsynced torn tail would read as corruption.
@@ -742,6 +742,7 @@ impl Wal {
         // The checkpoint is now visible on disk: anything appended to the old active
         // segment would replay *before* it and be overwritten by staler state.
         self.file = open_segment(&path, false).inspect_err(|_| self.failed = true)?;
+        moved(&positions);
         let old = std::mem::replace(&mut self.active, Segment { seq, len });
         self.sealed.push(old);
         self.sync_dir_or_fail()?;
@@ -751,8 +752,7 @@ impl Wal {
             fs::remove_file(&old).map_err(io_err(&old))?;
             self.sealed.remove(0);
         }
-        self.sync_dir_or_fail()?;
-        Ok(positions)
+        self.sync_dir_or_fail()
     }
 
     fn rotate(&mut self) -> Result<(), WalError> {
@@ -1163,7 +1163,9 @@ mod tests {
         for (item, pos) in &replayed {
             assert_eq!(&read(*pos).unwrap(), item);
         }
-        let moved = wal.checkpoint(recs.iter().map(Vec::as_slice)).unwrap();
+        let mut moved = Vec::new();
+        wal.checkpoint(recs.iter().map(Vec::as_slice), |p| moved = p.to_vec())
+            .unwrap();
         for (pos, item) in moved.iter().zip(&recs) {
             assert_eq!(&read(*pos).unwrap(), item);
         }
@@ -1360,7 +1362,7 @@ mod tests {
         let err = wal.append([b"ok".as_slice(), big.as_slice()]).unwrap_err();
         assert!(matches!(err, WalError::TooLarge { .. }));
         assert_eq!(wal.total_bytes(), SEGMENT_HEADER_LEN as u64);
-        let err = wal.checkpoint([big.as_slice()]).unwrap_err();
+        let err = wal.checkpoint([big.as_slice()], |_| {}).unwrap_err();
         assert!(matches!(err, WalError::TooLarge { .. }));
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
     }
@@ -1373,7 +1375,8 @@ mod tests {
         let (old, _, mut wal) = reopen(tmp.path()).unwrap();
         assert_eq!(old.len(), 30);
         assert!(wal.segment_count() > 2);
-        wal.checkpoint(ckpt.iter().map(Vec::as_slice)).unwrap();
+        wal.checkpoint(ckpt.iter().map(Vec::as_slice), |_| {})
+            .unwrap();
         let files = segment_files(tmp.path());
         assert_eq!(files.len(), 1);
         assert_eq!(wal.segment_count(), 1);
@@ -1410,7 +1413,7 @@ mod tests {
             .collect();
         let ckpt = [b"ckpt-1".as_slice(), b"ckpt-2".as_slice()];
         let (_, _, mut wal) = reopen(tmp.path()).unwrap();
-        wal.checkpoint(ckpt).unwrap();
+        wal.checkpoint(ckpt, |_| {}).unwrap();
         drop(wal);
         for (p, bytes) in &saved {
             fs::write(p, bytes).unwrap();
