@@ -614,6 +614,7 @@ impl Writer {
             Err(e) => {
                 // Not again until the WAL has doubled.
                 self.last_checkpoint = total;
+                self.rewrite = false;
                 tracing::error!(error = %e, "cannot gather a WAL checkpoint; keeping old segments");
                 return;
             }
@@ -641,8 +642,10 @@ impl Writer {
             }
             Err(e) => {
                 // Not again until the WAL has doubled: each attempt gathers the whole live
-                // state under the index lock, which stalls every group.
+                // state under the index lock, which stalls every group. Entries of older
+                // formats wait for that one too.
                 self.last_checkpoint = total;
+                self.rewrite = false;
                 tracing::error!(error = %e, "WAL checkpoint failed; keeping old segments")
             }
         }
@@ -822,6 +825,43 @@ mod tests {
         close(s, owner).await;
         let (s, _, owner) = open_with_cache(dir.path(), 1 << 30, cache);
         assert_eq!(indexes(&s, 1), (1..=257).collect::<Vec<_>>());
+        close(s, owner).await;
+    }
+
+    /// Entries recovered from a format-2 segment have no place: they stay cached (whatever
+    /// the budget) until the writer's first checkpoint gives them one.
+    #[tokio::test]
+    async fn entries_of_format_2_get_places_at_the_first_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let value = |i: u64| vec![i as u8; 64 << 10];
+        std::fs::create_dir_all(dir.path().join("wal")).unwrap();
+        let old = Record::Append {
+            group: 1,
+            entries: (1..=5).map(|i| normal(i, &value(i))).collect(),
+        };
+        wal::write_version_2_segment(
+            &wal::segment_path(&dir.path().join("wal"), 1),
+            &[old.encode().unwrap()],
+        );
+        let (s, _, owner) = open_with_cache(dir.path(), 1 << 30, 0);
+        assert!(s.cached_bytes() > 5 * (64 << 10), "kept without a place");
+        assert_eq!(indexes(&s, 1), [1, 2, 3, 4, 5]);
+        append(&s, 1, vec![normal(6, &value(6))]).await.unwrap();
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while s.cached_bytes() > 0 && std::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(s.cached_bytes(), 0, "every entry has a place now");
+        close(s, owner).await;
+        let (s, _, owner) = open_with_cache(dir.path(), 1 << 30, 0);
+        let all = s.entries(1, ..).unwrap();
+        assert_eq!(all.len(), 6);
+        for e in &all {
+            assert_eq!(
+                e.payload,
+                normal(e.log_id.index, &value(e.log_id.index)).payload
+            );
+        }
         close(s, owner).await;
     }
 

@@ -837,6 +837,20 @@ fn write_synced_file<'a>(
     Ok((len, positions))
 }
 
+/// Writes a version-2 segment holding `items` in one frame, as an earlier raftnode did.
+#[cfg(test)]
+pub(crate) fn write_version_2_segment(path: &Path, items: &[Vec<u8>]) {
+    let mut seg = SEGMENT_MAGIC.to_vec();
+    seg.extend_from_slice(&2u16.to_le_bytes());
+    let mut frame = Vec::new();
+    for item in items {
+        frame.extend_from_slice(&(item.len() as u32).to_le_bytes());
+        frame.extend_from_slice(item);
+    }
+    encode_record(&mut seg, &frame).expect("a small frame");
+    fs::write(path, seg).expect("a writable test dir");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
