@@ -76,14 +76,11 @@ pub async fn send(
                 let read = owner
                     .spawn_blocking("snapshot-read", move || file.read_range(offset, n))
                     .await;
-                let data = match read {
-                    Ok(Ok(data)) => data,
-                    Ok(Err(e)) => {
-                        *lock(&read_error) = Some(e.to_string());
-                        return None;
-                    }
+                let read = read.map_err(|e| e.to_string());
+                let data = match read.and_then(|r| r.map_err(|e| e.to_string())) {
+                    Ok(data) => data,
                     Err(e) => {
-                        *lock(&read_error) = Some(e.to_string());
+                        *lock(&read_error) = Some(e);
                         return None;
                     }
                 };

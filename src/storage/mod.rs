@@ -338,7 +338,7 @@ impl Storage {
                 }
                 Ok(plan)
             })?;
-            let mut files = std::collections::HashMap::new();
+            let mut files = SegmentFiles::new(&self.inner.wal_dir);
             let mut out = Vec::with_capacity(plan.len());
             let mut vanished = false;
             for p in plan {
@@ -349,20 +349,14 @@ impl Storage {
                     }
                     Err(miss) => miss,
                 };
-                let file = match files.entry(at.seq) {
-                    std::collections::hash_map::Entry::Occupied(f) => f.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        match std::fs::File::open(wal::segment_path(&self.inner.wal_dir, at.seq)) {
-                            Ok(f) => v.insert(f),
-                            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                                vanished = true;
-                                break;
-                            }
-                            Err(e) => return Err(e),
-                        }
+                match files.get(at.seq) {
+                    Ok(file) => out.push(read_entry(file, at, log_id)?),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        vanished = true;
+                        break;
                     }
-                };
-                out.push(read_entry(file, at, log_id)?);
+                    Err(e) => return Err(e),
+                }
             }
             if !vanished {
                 return Ok(out);
@@ -432,6 +426,32 @@ impl Storage {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+}
+
+/// WAL segments opened for reading by place, each once per read or checkpoint.
+struct SegmentFiles<'a> {
+    dir: &'a Path,
+    open: std::collections::HashMap<u64, std::fs::File>,
+}
+
+impl<'a> SegmentFiles<'a> {
+    fn new(dir: &'a Path) -> Self {
+        SegmentFiles {
+            dir,
+            open: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Segment `seq`; NotFound once a checkpoint deleted it.
+    fn get(&mut self, seq: u64) -> io::Result<&std::fs::File> {
+        if !self.open.contains_key(&seq) {
+            let file = std::fs::File::open(wal::segment_path(self.dir, seq))?;
+            self.open.insert(seq, file);
+        }
+        self.open
+            .get(&seq)
+            .ok_or_else(|| io::Error::other("segment file just opened"))
     }
 }
 
@@ -586,17 +606,8 @@ impl Writer {
         }
         let items = {
             let index = lock(&self.inner.index);
-            let wal_dir = self.inner.wal_dir.clone();
-            let mut files = std::collections::HashMap::new();
-            let mut read = |at: wal::ItemPos| -> io::Result<Vec<u8>> {
-                let file = match files.entry(at.seq) {
-                    std::collections::hash_map::Entry::Occupied(f) => f.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(std::fs::File::open(wal::segment_path(&wal_dir, at.seq))?)
-                    }
-                };
-                wal::read_item(file, at)
-            };
+            let mut files = SegmentFiles::new(&self.inner.wal_dir);
+            let mut read = |at: wal::ItemPos| wal::read_item(files.get(at.seq)?, at);
             let erased: io::Result<Vec<record::Encoded>> = index
                 .dump_erased()
                 .iter()
@@ -783,6 +794,24 @@ mod tests {
         close(s, owner).await;
     }
 
+    /// Group 1 holds entries 1..=`n`, each with `value(index)`.
+    fn read_back(s: &Storage, n: usize, value: impl Fn(u64) -> Vec<u8>) {
+        let all = s.entries(1, ..).unwrap();
+        assert_eq!(all.len(), n);
+        for e in &all {
+            let want = normal(e.log_id.index, &value(e.log_id.index));
+            assert_eq!(e.payload, want.payload);
+        }
+    }
+
+    /// Waits up to 10 s for `done`: the writer checkpoints after it acknowledged a write.
+    async fn settle(done: impl Fn() -> bool) {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while !done() && std::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// A log sixteen times the cache: what the cache cannot hold is read back from the WAL,
     /// before and after a restart and across checkpoints, and the cache stays in its budget.
     #[tokio::test]
@@ -796,16 +825,7 @@ mod tests {
             append(&s, 1, entries).await.unwrap();
         }
         assert!(s.cached_bytes() <= cache, "{} cached", s.cached_bytes());
-        let check = |s: &Storage| {
-            let all = s.entries(1, ..).unwrap();
-            assert_eq!(all.len(), 256);
-            for e in &all {
-                assert_eq!(
-                    e.payload,
-                    normal(e.log_id.index, &value(e.log_id.index)).payload
-                );
-            }
-        };
+        let check = |s: &Storage| read_back(s, 256, value);
         check(&s);
         close(s, owner).await;
         // Reopened, nothing is cached; and a checkpoint moves every entry to a new segment.
@@ -815,10 +835,7 @@ mod tests {
         check(&s);
         append(&s, 1, vec![normal(257, &value(257))]).await.unwrap();
         // The writer checkpoints after it acknowledged the append.
-        let until = std::time::Instant::now() + Duration::from_secs(10);
-        while s.wal_segments() > 1 && std::time::Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        settle(|| s.wal_segments() == 1).await;
         assert_eq!(s.wal_segments(), 1, "the checkpoint replaced every segment");
         let all = s.entries(1, ..).unwrap();
         assert_eq!(all.len(), 257);
@@ -847,21 +864,11 @@ mod tests {
         assert!(s.cached_bytes() > 5 * (64 << 10), "kept without a place");
         assert_eq!(indexes(&s, 1), [1, 2, 3, 4, 5]);
         append(&s, 1, vec![normal(6, &value(6))]).await.unwrap();
-        let until = std::time::Instant::now() + Duration::from_secs(10);
-        while s.cached_bytes() > 0 && std::time::Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        settle(|| s.cached_bytes() == 0).await;
         assert_eq!(s.cached_bytes(), 0, "every entry has a place now");
         close(s, owner).await;
         let (s, _, owner) = open_with_cache(dir.path(), 1 << 30, 0);
-        let all = s.entries(1, ..).unwrap();
-        assert_eq!(all.len(), 6);
-        for e in &all {
-            assert_eq!(
-                e.payload,
-                normal(e.log_id.index, &value(e.log_id.index)).payload
-            );
-        }
+        read_back(&s, 6, value);
         close(s, owner).await;
     }
 
