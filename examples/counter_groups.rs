@@ -6,44 +6,13 @@
 //!
 //! `cargo run --release --example counter_groups`
 
-use std::io::{self, Read, Write};
+use std::io;
 
-use raftnode::{Committed, GroupId, Node, ReadMode, StateMachine};
+use raftnode::{GroupId, Node, ReadMode};
 
-/// One group's counter.
-#[derive(Default)]
-struct Counter(u64);
-
-impl StateMachine for Counter {
-    type Command = u64;
-    type Response = u64;
-    type Snapshot = u64;
-
-    fn apply(&mut self, batch: Vec<Committed<u64>>) -> io::Result<Vec<u64>> {
-        Ok(batch
-            .into_iter()
-            .map(|c| {
-                self.0 += c.command;
-                self.0
-            })
-            .collect())
-    }
-
-    fn snapshot(&self) -> u64 {
-        self.0
-    }
-
-    fn write_snapshot(value: u64, out: &mut dyn Write) -> io::Result<()> {
-        out.write_all(&value.to_le_bytes())
-    }
-
-    fn restore(&mut self, input: &mut dyn Read) -> io::Result<()> {
-        let mut bytes = [0; 8];
-        input.read_exact(&mut bytes)?;
-        self.0 = u64::from_le_bytes(bytes);
-        Ok(())
-    }
-}
+#[path = "common/counter.rs"]
+mod counter;
+use counter::Counter;
 
 async fn agreed(
     nodes: &[Node<Counter>],
@@ -52,7 +21,7 @@ async fn agreed(
     let mut values = Vec::new();
     for node in nodes {
         values.push(
-            node.read(group, ReadMode::Linearizable, |c: &Counter| c.0)
+            node.read(group, ReadMode::Linearizable, |c: &Counter, _| c.0)
                 .await?,
         );
     }

@@ -281,6 +281,11 @@ settings! {
     log_cache_bytes: u64, env "RAFTNODE_LOG_CACHE_BYTES", value_name "BYTES"
         => |s, v| s.node.log_cache_bytes = v;
 
+    /// Block cache of the state engine, for the whole node: the applied state lives on disk,
+    /// and this bounds what of it is kept in memory. [default: 33554432]
+    state_cache_bytes: u64, env "RAFTNODE_STATE_CACHE_BYTES", value_name "BYTES"
+        => |s, v| s.node.state_cache_bytes = v;
+
     /// tokio worker threads (0: one per CPU). [default: 0]
     worker_threads: usize, env "RAFTNODE_WORKER_THREADS", value_name "N"
         => |s, v| s.worker_threads = v;

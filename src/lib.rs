@@ -35,6 +35,7 @@ pub(crate) mod raft;
 pub(crate) mod rpc;
 #[cfg(feature = "cli")]
 pub mod soak;
+mod state;
 pub mod state_machine;
 pub(crate) mod storage;
 #[cfg(feature = "cli")]
@@ -47,6 +48,6 @@ pub use node::{
     AfterPurge, Applied, GroupOpError, Node, NodeBuilder, NodeConfig, NodeError, ReadMode,
     RequestError, StopReport,
 };
-pub use state_machine::{Committed, StateMachine};
+pub use state_machine::{Batch, Committed, Reader, StateMachine};
 
 pub use metrics::REVISION;

@@ -1,82 +1,77 @@
 //! The state machine a program embeds in raftnode: the one trait a library user implements.
 //!
 //! A group's log holds commands; every member applies the committed ones, in log order, to its
-//! own copy of the state machine. raftnode owns everything else: the log, its storage, the
-//! snapshots' files and their transfer, membership, and the last applied index. The state
-//! machine sees only its own commands, and writes or reads its own snapshot as a byte stream,
-//! so that a snapshot of any size never has to sit in memory whole.
+//! own copy of the state machine. raftnode owns everything else: the log, the state's storage
+//! (one embedded engine per node, keyed by group), snapshots and their transfer, membership,
+//! and the last applied index. The state machine reads and writes its group's keys through a
+//! [`Batch`] that raftnode commits atomically with the applied index, and reads them through a
+//! [`Reader`]; so its state may be far larger than memory, and a snapshot of any size is built
+//! from a frozen view of the engine and streamed, never held whole.
 //!
 //! Commands and responses cross the network and sit in the log, so they are `serde` types;
 //! raftnode encodes them with MessagePack with field names, which lets a later version add
 //! optional fields without breaking the log written by an earlier one.
 //!
 //! ```
-//! use std::io::{self, Read, Write};
-//! use raftnode::{Committed, StateMachine};
+//! use std::io;
+//! use raftnode::{Batch, Committed, StateMachine};
 //!
-//! /// A counter that commands increment.
-//! #[derive(Default)]
-//! struct Counter(u64);
+//! /// A counter that commands increment, kept under one key.
+//! struct Counter;
 //!
 //! impl StateMachine for Counter {
 //!     type Command = u64;
 //!     type Response = u64;
-//!     type Snapshot = u64;
 //!
-//!     fn apply(&mut self, batch: Vec<Committed<u64>>) -> io::Result<Vec<u64>> {
-//!         Ok(batch.into_iter().map(|c| { self.0 += c.command; self.0 }).collect())
-//!     }
-//!     fn snapshot(&self) -> u64 { self.0 }
-//!     fn write_snapshot(value: u64, out: &mut dyn Write) -> io::Result<()> {
-//!         out.write_all(&value.to_le_bytes())
-//!     }
-//!     fn restore(&mut self, input: &mut dyn Read) -> io::Result<()> {
-//!         let mut b = [0; 8];
-//!         input.read_exact(&mut b)?;
-//!         self.0 = u64::from_le_bytes(b);
-//!         Ok(())
+//!     fn apply(&mut self, batch: Vec<Committed<u64>>, state: &mut Batch<'_>) -> io::Result<Vec<u64>> {
+//!         let mut n = match state.get(b"n")? {
+//!             Some(b) => u64::from_le_bytes(b.try_into().map_err(|_| io::ErrorKind::InvalidData)?),
+//!             None => 0,
+//!         };
+//!         let answers = batch.into_iter().map(|c| { n += c.command; n }).collect();
+//!         state.put(*b"n", n.to_le_bytes());
+//!         Ok(answers)
 //!     }
 //! }
 //! ```
 
 use std::any::Any;
-use std::io::{self, Read, Write};
+use std::io;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use crate::state::{Batch, Reader};
+
 /// The replicated state of one Raft group, as the embedding program defines it.
 ///
 /// raftnode calls `apply` with committed commands only, in log order, and never concurrently
-/// with `restore` or another `apply`; reads ([`crate::Node::read`]) share the state with each
-/// other, never with a writer. Everything here must be deterministic: every member applies the
-/// same commands and must reach the same state.
+/// with another `apply` or with `restored`; reads ([`crate::Node::read`]) share the state
+/// machine with each other, never with a writer. Everything here must be deterministic: every
+/// member applies the same commands and must reach the same state.
 pub trait StateMachine: Send + Sync + 'static {
     /// What a proposal asks of the state machine.
     type Command: Serialize + DeserializeOwned + Send + 'static;
     /// What applying a command answers to the one who proposed it.
     type Response: Serialize + DeserializeOwned + Send + 'static;
-    /// A frozen view of the state, taken by [`StateMachine::snapshot`] and written out later
-    /// by [`StateMachine::write_snapshot`] while new commands go on being applied.
-    type Snapshot: Send + 'static;
 
-    /// Applies a batch of committed commands, in order, and answers one response per command,
-    /// in the same order. An error means the state machine cannot go on (its own storage
-    /// failed): the group stops, on this node, rather than diverge. Errors of a command that
-    /// the application can refuse belong in `Response` instead.
-    fn apply(&mut self, batch: Vec<Committed<Self::Command>>) -> io::Result<Vec<Self::Response>>;
+    /// Applies a batch of committed commands, in order, writing through `state`, and answers
+    /// one response per command, in the same order. raftnode commits the writes with the
+    /// applied index, in one atomic write, after this returns. An error means the state
+    /// machine cannot go on: the group stops, on this node, rather than diverge. Errors of a
+    /// command that the application can refuse belong in `Response` instead.
+    fn apply(
+        &mut self,
+        batch: Vec<Committed<Self::Command>>,
+        state: &mut Batch<'_>,
+    ) -> io::Result<Vec<Self::Response>>;
 
-    /// Takes a consistent view of the current state. It runs with writes paused, so it should
-    /// be quick: clone an `Arc`, open a read transaction, or copy a small value.
-    fn snapshot(&self) -> Self::Snapshot;
-
-    /// Writes a view taken by [`StateMachine::snapshot`] as bytes. It runs on a blocking
-    /// thread, with writes going on; its bytes are checksummed and made durable by raftnode.
-    fn write_snapshot(snapshot: Self::Snapshot, out: &mut dyn Write) -> io::Result<()>;
-
-    /// Replaces the whole state with one read from bytes that `write_snapshot` wrote (on this
-    /// node or another). It runs on a blocking thread, with reads and writes paused.
-    fn restore(&mut self, input: &mut dyn Read) -> io::Result<()>;
+    /// Called when the group's state was replaced wholesale (a snapshot from the leader was
+    /// installed), and once when the group opens, for a state machine that keeps something in
+    /// memory derived from its keys. Most keep nothing, and need not implement it.
+    fn restored(&mut self, _state: &Reader<'_>) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// One committed command, with its place in the log.
@@ -103,20 +98,21 @@ pub(crate) mod codec {
     }
 }
 
-/// Writes one frozen view out; the type-erased form of `StateMachine::write_snapshot`.
-pub(crate) type SnapshotJob = Box<dyn FnOnce(&mut dyn Write) -> io::Result<()> + Send>;
-
 /// A state machine behind its codec: what the group's machinery (storage, network, openraft)
 /// works with, so that none of it is generic over the embedding program's types.
 pub(crate) trait ErasedStateMachine: Send + Sync + 'static {
     /// Applies encoded commands; answers encoded responses, one per command: empty where
     /// `wanted` is false (on a follower nobody waits for them, so they are not encoded).
-    fn apply(&mut self, batch: Vec<(u64, &[u8])>, wanted: &[bool]) -> io::Result<Vec<Vec<u8>>>;
+    fn apply(
+        &mut self,
+        batch: Vec<(u64, &[u8])>,
+        wanted: &[bool],
+        state: &mut Batch<'_>,
+    ) -> io::Result<Vec<Vec<u8>>>;
     /// Whether `command` decodes as this state machine's command: checked before a peer's
     /// forwarded proposal enters the log, where an undecodable one would stop every member.
     fn check(&self, command: &[u8]) -> Result<(), String>;
-    fn snapshot(&self) -> SnapshotJob;
-    fn restore(&mut self, input: &mut dyn Read) -> io::Result<()>;
+    fn restored(&mut self, state: &Reader<'_>) -> io::Result<()>;
     fn as_any(&self) -> &dyn Any;
 }
 
@@ -124,7 +120,12 @@ pub(crate) trait ErasedStateMachine: Send + Sync + 'static {
 pub(crate) struct Typed<S>(pub S);
 
 impl<S: StateMachine> ErasedStateMachine for Typed<S> {
-    fn apply(&mut self, batch: Vec<(u64, &[u8])>, wanted: &[bool]) -> io::Result<Vec<Vec<u8>>> {
+    fn apply(
+        &mut self,
+        batch: Vec<(u64, &[u8])>,
+        wanted: &[bool],
+        state: &mut Batch<'_>,
+    ) -> io::Result<Vec<Vec<u8>>> {
         let n = batch.len();
         let mut commands = Vec::with_capacity(n);
         for (index, bytes) in batch {
@@ -136,7 +137,7 @@ impl<S: StateMachine> ErasedStateMachine for Typed<S> {
             })?;
             commands.push(Committed { index, command });
         }
-        let responses = self.0.apply(commands)?;
+        let responses = self.0.apply(commands, state)?;
         if responses.len() != n {
             return Err(io::Error::other(format!(
                 "the state machine answered {} responses to {n} commands",
@@ -157,13 +158,8 @@ impl<S: StateMachine> ErasedStateMachine for Typed<S> {
         codec::decode::<S::Command>(command).map(drop)
     }
 
-    fn snapshot(&self) -> SnapshotJob {
-        let view = self.0.snapshot();
-        Box::new(move |out| S::write_snapshot(view, out))
-    }
-
-    fn restore(&mut self, input: &mut dyn Read) -> io::Result<()> {
-        self.0.restore(input)
+    fn restored(&mut self, state: &Reader<'_>) -> io::Result<()> {
+        self.0.restored(state)
     }
 
     fn as_any(&self) -> &dyn Any {

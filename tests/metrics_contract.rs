@@ -26,6 +26,7 @@ const CONTRACT: &[&str] = &[
     "raftnode_peers_live",
     "raftnode_storage_failed",
     "raftnode_storage_log_cache_bytes",
+    "raftnode_storage_state_bytes",
     "raftnode_threads_by_name",
     "process_threads",
     "process_open_fds",

@@ -123,8 +123,8 @@ impl Group {
         machine: Box<dyn ErasedStateMachine>,
         bootstrap: Option<BTreeMap<NodeId, BasicNode>>,
     ) -> Result<Group, GroupError> {
-        let dir = deps.storage.snapshot_dir().to_path_buf();
-        let has_snapshot = crate::storage::snapshot_file::path(&dir, id).exists();
+        let dir = deps.storage.snapshot_dir();
+        let has_snapshot = crate::storage::snapshot_file::path(dir, id).exists();
         // Asked before anything of the group touches storage.
         let vote = deps.storage.with_group(id, |g| g.and_then(|g| g.vote));
         let committed_leader = vote
@@ -140,13 +140,14 @@ impl Group {
         let sm = if has_snapshot {
             // Restoring a snapshot reads a file of any size: on the blocking pool, as the
             // group's task. A group without one (the common case) costs no thread.
+            let storage = deps.storage.clone();
             owner
-                .spawn_blocking("sm-open", move || SmAdapter::open(id, &dir, machine))
+                .spawn_blocking("sm-open", move || SmAdapter::open(id, &storage, machine))
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()))
         } else {
-            SmAdapter::open(id, &dir, machine).map_err(|e| e.to_string())
+            SmAdapter::open(id, &deps.storage, machine).map_err(|e| e.to_string())
         }
         .map_err(|reason| GroupError::Open { group: id, reason })?;
         let log = GroupLogStore::new(deps.storage.clone(), id, deps.network.max_append_bytes);

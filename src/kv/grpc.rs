@@ -27,7 +27,7 @@ impl KvError {
             KvError::Request(
                 RequestError::NoLeader(_) | RequestError::Draining | RequestError::StorageFailed,
             ) => Status::unavailable(msg),
-            KvError::Request(RequestError::Codec(_)) => Status::internal(msg),
+            KvError::Request(RequestError::Codec(_)) | KvError::Read(_) => Status::internal(msg),
         }
     }
 }

@@ -21,6 +21,11 @@ impl From<KvError> for ApiError {
             KvError::BadRequest(m) => ApiError::bad_request(m),
             KvError::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", m),
             KvError::Request(e) => e.into(),
+            KvError::Read(e) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage",
+                format!("cannot read the state: {e}"),
+            ),
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::node::{Node, NodeBuilder};
 /// on the shared server and its routes on the HTTP server.
 pub fn node_builder(config: KvConfig) -> NodeBuilder<KvStore> {
     Node::builder()
-        .state_machine(|_group| KvStore::default())
+        .state_machine(|_group| KvStore)
         .grpc_services(move |node| {
             let metrics = node.rpc_metrics();
             let kv = Kv::new(node, config);

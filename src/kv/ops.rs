@@ -35,6 +35,9 @@ pub enum KvError {
     /// The node could not complete it.
     #[error(transparent)]
     Request(#[from] RequestError),
+    /// The node's state engine could not be read.
+    #[error("cannot read the state: {0}")]
+    Read(#[source] std::io::Error),
 }
 
 /// The store's operations, with their limits checked, on top of a node.
@@ -101,9 +104,9 @@ impl Kv {
         mode: ReadMode,
     ) -> Result<Option<Vec<u8>>, KvError> {
         self.check_key(key)?;
-        Ok(self
-            .node
-            .read(group, mode, |kv: &KvStore| kv.get(key))
-            .await?)
+        self.node
+            .read(group, mode, |_: &KvStore, state| state.get(key.as_bytes()))
+            .await?
+            .map_err(KvError::Read)
     }
 }

@@ -468,6 +468,14 @@ impl Owner {
         })
     }
 
+    /// Counts one OS thread that a library spawns itself (the state engine's workers), for as
+    /// long as the returned guard lives. Its holder drops the guard only after the library
+    /// has joined the thread, so that a library that fails to stop its threads shows up as a
+    /// leak of this owner like any other.
+    pub fn track_foreign_thread(&self, name: impl Into<String>) -> ItemGuard {
+        self.inner.enter(Item::Thread(name.into()))
+    }
+
     /// Counts one connection for as long as the returned guard lives. Wrappers around sockets
     /// hold the guard, so the count drops exactly when the socket does.
     pub fn track_connection(&self, direction: Direction, peer: impl Into<String>) -> ItemGuard {

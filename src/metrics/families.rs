@@ -77,6 +77,8 @@ families! {
         "1 after a write or fsync error: the node writes nothing more until it restarts.";
     log_cache: IntGaugeVec = "raftnode_storage_log_cache_bytes", [],
         "Log entries held in memory; older ones are read back from the WAL (--log-cache-bytes).";
+    state_disk: IntGaugeVec = "raftnode_storage_state_bytes", [],
+        "Bytes on disk of the state engine, which holds every group's applied state.";
     peers_live: IntGaugeVec = "raftnode_peers_live", [],
         "Other members whose node answered the liveness probe within an election timeout.";
     threads_by_name: IntGaugeVec = "raftnode_threads_by_name", ["prefix"],

@@ -107,6 +107,9 @@ impl NodeCollector {
         f.log_cache
             .with_label_values(none)
             .set(core.deps.storage.cached_bytes() as i64);
+        f.state_disk
+            .with_label_values(none)
+            .set(core.deps.storage.engine().disk_bytes() as i64);
         f.peers_live
             .with_label_values(none)
             .set(core.liveness.len() as i64);

@@ -52,6 +52,8 @@ pub struct NodeConfig {
     pub wal_checkpoint_bytes: u64,
     /// Bytes of log entries kept in memory, node-wide; older entries are read from the WAL.
     pub log_cache_bytes: u64,
+    /// Block cache of the state engine, node-wide: the applied state itself lives on disk.
+    pub state_cache_bytes: u64,
     /// Label Raft metrics per group; off, `/metrics` exports node-wide aggregates (for
     /// thousands of groups).
     pub metrics_group_labels: bool,
@@ -84,6 +86,7 @@ impl Default for NodeConfig {
             wal_segment_bytes: 64 << 20,
             wal_checkpoint_bytes: 256 << 20,
             log_cache_bytes: 64 << 20,
+            state_cache_bytes: 32 << 20,
             metrics_group_labels: true,
             leader_balance_ms: 2000,
             quiesce_after_ms: 3000,

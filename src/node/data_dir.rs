@@ -10,8 +10,13 @@ use crate::node::error::NodeError;
 use crate::raft::types::NodeId;
 
 /// The on-disk format this build writes and reads. Format 1 stored the KV store's commands in
-/// the log itself; format 2 stores any state machine's commands as opaque bytes.
-pub const FORMAT: u32 = 2;
+/// the log itself; format 2 stores any state machine's commands as opaque bytes; format 3 adds
+/// the state engine (`state/`) and snapshot files whose payload is the engine's pairs.
+pub const FORMAT: u32 = 3;
+/// The older format this build reads, and upgrades in place at start: its snapshot files are
+/// restored into the engine. A build of that format cannot read what this one writes, which
+/// is why the marker moves on.
+const UPGRADES_FROM: u32 = 2;
 const FORMAT_FILE: &str = "FORMAT";
 
 /// Holds the data dir's lock for the life of the node.
@@ -95,6 +100,16 @@ fn check_format(dir: &Path, empty: bool) -> Result<(), NodeError> {
     match fs::read_to_string(&path) {
         Ok(s) => match s.trim().parse::<u32>() {
             Ok(FORMAT) => Ok(()),
+            Ok(UPGRADES_FROM) => {
+                tracing::info!(
+                    dir = %dir.display(),
+                    from = UPGRADES_FROM,
+                    to = FORMAT,
+                    "upgrading the data dir's format in place"
+                );
+                write_durably(dir, FORMAT_FILE, &format!("{FORMAT}\n"))
+                    .map_err(|e| err(dir, format!("cannot write {FORMAT_FILE}: {e}")))
+            }
             Ok(other) => Err(err(
                 dir,
                 format!(
@@ -134,11 +149,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         assert!(check_identity(d, 3).unwrap(), "a new dir is fresh");
-        assert_eq!(fs::read_to_string(d.join("FORMAT")).unwrap(), "2\n");
+        assert_eq!(fs::read_to_string(d.join("FORMAT")).unwrap(), "3\n");
         fs::create_dir(d.join("wal")).unwrap();
         assert!(!check_identity(d, 3).unwrap(), "a used dir is not");
         let e = check_identity(d, 4).unwrap_err().to_string();
         assert!(e.contains("belongs to node 3"), "{e}");
+        fs::write(d.join("FORMAT"), "2\n").unwrap();
+        assert!(
+            !check_identity(d, 3).unwrap(),
+            "format 2 is upgraded in place"
+        );
+        assert_eq!(fs::read_to_string(d.join("FORMAT")).unwrap(), "3\n");
         fs::write(d.join("FORMAT"), "9\n").unwrap();
         let e = check_identity(d, 3).unwrap_err().to_string();
         assert!(e.contains("format 9"), "{e}");

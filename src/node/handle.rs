@@ -13,7 +13,7 @@ use crate::node::error::{GroupOpError, RequestError};
 use crate::node::shared::NodeCore;
 use crate::node::types::{AfterPurge, Applied, ReadMode, StopReport};
 use crate::raft::types::{GroupId, NodeId};
-use crate::state_machine::{codec, StateMachine};
+use crate::state_machine::{codec, Reader, StateMachine};
 use crate::storage::Storage;
 
 /// The node's servers and what holds its data dir, until the stop takes them.
@@ -139,16 +139,17 @@ impl<S: StateMachine> Node<S> {
         Ok(Applied { index, response })
     }
 
-    /// Reads `group`'s state machine here, as fresh as `mode` asks, with `f`.
+    /// Reads `group`'s state here, as fresh as `mode` asks, with `f`: it gets the state
+    /// machine and a [`Reader`] of the group's keys.
     pub async fn read<T>(
         &self,
         group: GroupId,
         mode: ReadMode,
-        f: impl FnOnce(&S) -> T,
+        f: impl FnOnce(&S, &Reader<'_>) -> T,
     ) -> Result<T, RequestError> {
         let g = self.core.read_barrier(group, mode).await?;
-        g.sm.read(|m| match m.as_any().downcast_ref::<S>() {
-            Some(sm) => Ok(f(sm)),
+        g.sm.read(|m, state| match m.as_any().downcast_ref::<S>() {
+            Some(sm) => Ok(f(sm, state)),
             None => Err(RequestError::Codec(format!(
                 "group {group} does not run a {}",
                 std::any::type_name::<S>()

@@ -90,6 +90,10 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
             segment_bytes: config.wal_segment_bytes,
             checkpoint_bytes: config.wal_checkpoint_bytes,
             cache_bytes: usize::try_from(config.log_cache_bytes).unwrap_or(usize::MAX),
+            engine: crate::storage::engine::EngineOptions {
+                cache_bytes: config.state_cache_bytes,
+                ..Default::default()
+            },
         },
         &storage_owner,
     )?;

@@ -5,15 +5,14 @@
 //! lives) are plain functions in `plan.rs`, `route.rs`, `handover.rs` and `placement.rs`.
 //!
 //! ```no_run
-//! # use raftnode::{Node, ReadMode, StateMachine, Committed};
-//! # use std::io::{self, Read, Write};
+//! # use raftnode::{Batch, Node, ReadMode, StateMachine, Committed};
+//! # use std::io;
 //! # #[derive(Default)] struct Counter(u64);
 //! # impl StateMachine for Counter {
-//! #     type Command = u64; type Response = u64; type Snapshot = u64;
-//! #     fn apply(&mut self, b: Vec<Committed<u64>>) -> io::Result<Vec<u64>> { Ok(b.into_iter().map(|c| { self.0 += c.command; self.0 }).collect()) }
-//! #     fn snapshot(&self) -> u64 { self.0 }
-//! #     fn write_snapshot(v: u64, out: &mut dyn Write) -> io::Result<()> { out.write_all(&v.to_le_bytes()) }
-//! #     fn restore(&mut self, r: &mut dyn Read) -> io::Result<()> { let mut b = [0; 8]; r.read_exact(&mut b)?; self.0 = u64::from_le_bytes(b); Ok(()) }
+//! #     type Command = u64; type Response = u64;
+//! #     fn apply(&mut self, b: Vec<Committed<u64>>, s: &mut Batch<'_>) -> io::Result<Vec<u64>> {
+//! #         let r = b.into_iter().map(|c| { self.0 += c.command; self.0 }).collect();
+//! #         s.put(*b"n", self.0.to_le_bytes()); Ok(r) }
 //! # }
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let node = Node::builder()
@@ -26,7 +25,7 @@
 //!     .start()
 //!     .await?;
 //! let applied = node.propose(1, 5).await?;
-//! let value = node.read(1, ReadMode::Linearizable, |c: &Counter| c.0).await?;
+//! let value = node.read(1, ReadMode::Linearizable, |c: &Counter, _| c.0).await?;
 //! assert!(value >= applied.response);
 //! let report = node.stop().await?;
 //! assert_eq!(report.leaks, 0);

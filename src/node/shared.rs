@@ -729,7 +729,7 @@ impl Router for NodeCore {
         Box::pin(async move {
             // A draining leader still takes forwarded proposals: it leads until it hands over.
             let g = self.registry.get(group).ok_or(Refusal::GroupNotFound)?;
-            g.sm.read(|m| m.check(&proposal.command))
+            g.sm.read(|m, _| m.check(&proposal.command))
                 .map_err(Refusal::Invalid)?;
             let proposed = self
                 .propose_here(&g, proposal.command, proposal.request)

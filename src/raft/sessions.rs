@@ -70,9 +70,11 @@ impl Sessions {
     }
 
     /// Records that `request`, at log index `index`, was applied and answered `reply`.
-    pub fn record(&mut self, request: &RequestId, index: u64, reply: Reply) {
+    /// Answers the client forgotten to make room, if any.
+    pub fn record(&mut self, request: &RequestId, index: u64, reply: Reply) -> Option<u64> {
+        let mut evicted = None;
         if !self.clients.contains_key(&request.client) && self.clients.len() >= MAX_CLIENTS {
-            self.evict_one();
+            evicted = self.evict_one();
         }
         let s = self.clients.entry(request.client).or_default();
         s.last_index = s.last_index.max(index);
@@ -91,11 +93,32 @@ impl Sessions {
                 s.first_open = s.first_open.max(seq + 1);
             }
         }
+        evicted
+    }
+
+    /// One client's session, encoded, for the state engine; None if it is not remembered.
+    pub fn encode_client(&self, client: u64) -> Option<Result<Vec<u8>, rmp_serde::encode::Error>> {
+        self.clients.get(&client).map(rmp_serde::to_vec)
+    }
+
+    /// Adds a client's session as [`Self::encode_client`] encoded it.
+    pub fn load_client(
+        &mut self,
+        client: u64,
+        bytes: &[u8],
+    ) -> Result<(), rmp_serde::decode::Error> {
+        self.clients.insert(client, rmp_serde::from_slice(bytes)?);
+        Ok(())
+    }
+
+    /// The clients remembered.
+    pub fn clients(&self) -> impl Iterator<Item = u64> + '_ {
+        self.clients.keys().copied()
     }
 
     /// Forgets the client heard from least recently (ties: the lowest id), which every
     /// replica picks alike.
-    fn evict_one(&mut self) {
+    fn evict_one(&mut self) -> Option<u64> {
         let oldest = self
             .clients
             .iter()
@@ -104,6 +127,7 @@ impl Sessions {
         if let Some(id) = oldest {
             self.clients.remove(&id);
         }
+        oldest
     }
 }
 

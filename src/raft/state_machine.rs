@@ -1,17 +1,21 @@
 //! openraft's state machine for one group: the embedding program's [`StateMachine`], behind its
 //! codec, plus what raftnode keeps for it (the last applied log id, the membership, the client
 //! sessions that make a retried write take effect once, and the snapshot file). Thin by
-//! design: decode, apply, encode, answer.
+//! design: decode, apply, encode, commit, answer.
 //!
-//! State lives in the program's state machine behind a lock that readers share; durability
-//! comes from the WAL (every applied entry stays in the log until a snapshot covers it) and from
-//! the snapshot file, which is fsynced before openraft may purge the log behind it.
+//! State lives in the node's state engine; each applied run of entries is one atomic engine
+//! commit that also carries the group's apply record and changed sessions, so the engine
+//! always holds a state that matches its record. The engine is not fsynced: after a crash it
+//! may hold an older state than the one applied, and the log applies the rest again. What the
+//! log no longer holds, the snapshot file does (it is fsynced before openraft may purge the
+//! log behind it), so the start rule is: restore from the snapshot file when the engine has
+//! no record of the group, or a record older than the file; otherwise the engine is current.
 //!
 //! [`StateMachine`]: crate::StateMachine
 
-use std::collections::HashMap;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeSet, HashMap};
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -24,10 +28,13 @@ use crate::raft::sessions::{Seen, Sessions};
 use crate::raft::types::{
     GroupId, LogId, Reply, RequestId, SnapshotMeta, StoredMembership, TypeConfig,
 };
+use crate::state::{Batch, Reader};
 use crate::state_machine::ErasedStateMachine;
+use crate::storage::engine::{key, Engine, View, WriteSet, TAG_DATA, TAG_RECORD, TAG_SESSION};
 use crate::storage::snapshot_file::SnapshotFile;
+use crate::storage::Storage;
 
-/// The applied state of one group.
+/// The applied state of one group, as kept in memory next to the engine.
 struct Applied {
     machine: Box<dyn ErasedStateMachine>,
     last_applied: Option<LogId>,
@@ -39,6 +46,7 @@ struct Applied {
 struct Shared {
     group: GroupId,
     snapshot_dir: PathBuf,
+    engine: Engine,
     state: RwLock<Applied>,
     /// Whether a snapshot file exists, so that asking for the current snapshot of a group that
     /// never took one costs no file I/O (and no blocking-pool thread).
@@ -64,9 +72,15 @@ type Pending = (
     Option<openraft::storage::ApplyResponder<TypeConfig>>,
 );
 
+/// The group's apply record in the engine: what its data there reflects.
+#[derive(Serialize, Deserialize)]
+struct ApplyRecord {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
 /// What a snapshot file's metadata section holds: openraft's metadata and the session table,
-/// under a tag that tells it from the files written before sessions (openraft's metadata
-/// alone).
+/// under a tag that names the payload's format.
 #[derive(Serialize, Deserialize)]
 struct FileMeta {
     tag: String,
@@ -74,7 +88,22 @@ struct FileMeta {
     sessions: Sessions,
 }
 
-const FILE_META_TAG: &str = "raftnode-snapshot-meta-2";
+/// The payload is the group's keys and values, as [`write_pairs`] frames them.
+const FILE_META_TAG: &str = "raftnode-snapshot-meta-3";
+/// Files of earlier versions: the payload is what the built-in KV store wrote itself (a count,
+/// then MessagePack pairs of a string key and a byte value). Files without a tag at all (only
+/// openraft's metadata) have the same payload.
+const FILE_META_TAG_2: &str = "raftnode-snapshot-meta-2";
+
+/// How a snapshot file's payload is laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Payload {
+    Pairs,
+    KvCountedPairs,
+}
+
+/// Pairs gathered per engine commit while a snapshot is restored.
+const RESTORE_BATCH_BYTES: usize = 4 << 20;
 
 /// A group's state machine as openraft sees it. Clones share the state.
 #[derive(Clone)]
@@ -92,26 +121,96 @@ fn meta_bytes(meta: &SnapshotMeta, sessions: &Sessions) -> io::Result<Vec<u8>> {
 }
 
 fn decode_meta(file: &SnapshotFile) -> io::Result<SnapshotMeta> {
-    decode_file_meta(file).map(|(meta, _)| meta)
+    decode_file_meta(file).map(|(meta, _, _)| meta)
 }
 
-fn decode_file_meta(file: &SnapshotFile) -> io::Result<(SnapshotMeta, Sessions)> {
+fn decode_file_meta(file: &SnapshotFile) -> io::Result<(SnapshotMeta, Sessions, Payload)> {
     let bytes = file.meta()?;
     if let Ok(m) = rmp_serde::from_slice::<FileMeta>(&bytes) {
-        if m.tag == FILE_META_TAG {
-            return Ok((m.meta, m.sessions));
+        match m.tag.as_str() {
+            FILE_META_TAG => return Ok((m.meta, m.sessions, Payload::Pairs)),
+            FILE_META_TAG_2 => return Ok((m.meta, m.sessions, Payload::KvCountedPairs)),
+            _ => {}
         }
     }
     let legacy = rmp_serde::from_slice::<SnapshotMeta>(&bytes);
-    legacy.map(|m| (m, Sessions::default())).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "{}: undecodable snapshot metadata: {e}",
-                file.path().display()
-            ),
-        )
-    })
+    legacy
+        .map(|m| (m, Sessions::default(), Payload::KvCountedPairs))
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: undecodable snapshot metadata: {e}",
+                    file.path().display()
+                ),
+            )
+        })
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// Writes a group's keys and values from `view`: each as a little-endian u32 length and the
+/// key, then a u32 length and the value.
+fn write_pairs(view: &View, group: GroupId, out: &mut dyn Write) -> io::Result<()> {
+    let mut out = io::BufWriter::with_capacity(1 << 20, out);
+    for pair in view.scan(group, TAG_DATA) {
+        let (k, v) = pair?;
+        for part in [&k, &v] {
+            let len = u32::try_from(part.len()).map_err(invalid)?;
+            out.write_all(&len.to_le_bytes())?;
+            out.write_all(part)?;
+        }
+    }
+    out.flush()
+}
+
+/// Reads one length-prefixed part; None at a clean end of the payload.
+fn read_part(input: &mut dyn Read, first: bool) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    if first {
+        let mut got = 0;
+        while got < 4 {
+            match input.read(&mut len[got..])? {
+                0 if got == 0 => return Ok(None),
+                0 => return Err(invalid("a snapshot pair is cut short")),
+                n => got += n,
+            }
+        }
+    } else {
+        input.read_exact(&mut len)?;
+    }
+    let mut part = vec![0u8; u32::from_le_bytes(len) as usize];
+    input.read_exact(&mut part)?;
+    Ok(Some(part))
+}
+
+/// The pairs of a payload, in either format, handed to `put` one by one.
+fn read_pairs(
+    input: &mut dyn Read,
+    payload: Payload,
+    mut put: impl FnMut(Vec<u8>, Vec<u8>) -> io::Result<()>,
+) -> io::Result<()> {
+    match payload {
+        Payload::Pairs => {
+            while let Some(k) = read_part(input, true)? {
+                let v = read_part(input, false)?.ok_or_else(|| invalid("a value is missing"))?;
+                put(k, v)?;
+            }
+        }
+        Payload::KvCountedPairs => {
+            let mut n = [0u8; 8];
+            input.read_exact(&mut n)?;
+            let mut input = input;
+            for _ in 0..u64::from_le_bytes(n) {
+                let (k, v): (String, serde_bytes::ByteBuf) =
+                    rmp_serde::decode::from_read(&mut input).map_err(invalid)?;
+                put(k.into_bytes(), v.into_vec())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs blocking file work on the blocking pool, as a task of the current owner.
@@ -121,6 +220,72 @@ async fn blocking<T: Send + 'static>(
     crate::ledger::spawn_blocking_current(f)
         .await
         .map_err(io::Error::other)?
+}
+
+fn record_key(group: GroupId) -> Vec<u8> {
+    key(group, TAG_RECORD, &[])
+}
+
+fn session_key(group: GroupId, client: u64) -> Vec<u8> {
+    key(group, TAG_SESSION, &client.to_be_bytes())
+}
+
+/// Adds the group's apply record, as `st` has it, to `set`.
+fn put_record(engine: &Engine, group: GroupId, set: &mut WriteSet, st: &Applied) -> io::Result<()> {
+    let record = ApplyRecord {
+        last_applied: st.last_applied,
+        membership: st.membership.clone(),
+    };
+    let bytes = rmp_serde::to_vec(&record).map_err(io::Error::other)?;
+    set.put(engine, record_key(group), bytes);
+    Ok(())
+}
+
+/// Adds the sessions of `clients`, as `sessions` has them (absent: forgotten), to `set`.
+fn put_sessions(
+    engine: &Engine,
+    group: GroupId,
+    set: &mut WriteSet,
+    sessions: &Sessions,
+    clients: impl IntoIterator<Item = u64>,
+) -> io::Result<()> {
+    for client in clients {
+        match sessions.encode_client(client) {
+            Some(bytes) => {
+                let bytes = bytes.map_err(io::Error::other)?;
+                set.put(engine, session_key(group, client), bytes)
+            }
+            None => set.delete(engine, session_key(group, client)),
+        }
+    }
+    Ok(())
+}
+
+/// Replaces the group's state in the engine with a snapshot file's. The group's record goes
+/// first (clearing walks its keys in order) and comes back last, so a crash part-way leaves a
+/// group without a record, which the next start restores from the file again. Blocking.
+fn restore_into_engine(
+    engine: &Engine,
+    group: GroupId,
+    file: &SnapshotFile,
+    payload: Payload,
+    st: &Applied,
+) -> io::Result<()> {
+    engine.clear_group(group)?;
+    let mut set = engine.batch()?;
+    file.read_payload(|input| {
+        read_pairs(input, payload, |k, v| {
+            set.put(engine, key(group, TAG_DATA, &k), v);
+            if set.bytes() >= RESTORE_BATCH_BYTES {
+                engine.commit(std::mem::replace(&mut set, engine.batch()?))?;
+            }
+            Ok(())
+        })
+    })?;
+    let clients: Vec<u64> = st.sessions.clients().collect();
+    put_sessions(engine, group, &mut set, &st.sessions, clients)?;
+    put_record(engine, group, &mut set, st)?;
+    engine.commit(set)
 }
 
 impl Shared {
@@ -155,44 +320,90 @@ impl Shared {
 }
 
 impl SmAdapter {
-    /// Wraps `machine` for group `group`, restoring it from the group's snapshot file when
-    /// there is one. Blocking: call it on a blocking thread.
+    /// Opens group `group`'s state machine over the node's state engine, restoring it from
+    /// the group's snapshot file when the engine's state is missing or older (see the module
+    /// header). Blocking: it may read a file of any size.
     pub(crate) fn open(
         group: GroupId,
-        snapshot_dir: &Path,
-        mut machine: Box<dyn ErasedStateMachine>,
+        storage: &Storage,
+        machine: Box<dyn ErasedStateMachine>,
     ) -> io::Result<SmAdapter> {
-        let mut last_applied = None;
-        let mut membership = StoredMembership::default();
-        let mut sessions = Sessions::default();
-        let file = SnapshotFile::open(snapshot_dir, group)?;
+        let engine = storage.engine().clone();
+        let snapshot_dir = storage.snapshot_dir().to_path_buf();
+        let record =
+            match engine.get(&record_key(group))? {
+                Some(bytes) => Some(rmp_serde::from_slice::<ApplyRecord>(&bytes).map_err(|e| {
+                    invalid(format!("group {group}: undecodable apply record: {e}"))
+                })?),
+                None => None,
+            };
+        let file = SnapshotFile::open(&snapshot_dir, group)?;
+        let mut st = Applied {
+            machine,
+            last_applied: None,
+            membership: StoredMembership::default(),
+            sessions: Sessions::default(),
+        };
+        let mut current = None;
+        let mut from_file = false;
         if let Some(file) = &file {
-            file.verify()?;
-            let (meta, restored) = decode_file_meta(file)?;
-            file.read_payload(|r| machine.restore(r))?;
-            last_applied = meta.last_log_id;
-            membership = meta.last_membership;
-            sessions = restored;
+            let (meta, sessions, payload) = decode_file_meta(file)?;
+            current = meta.last_log_id;
+            if record
+                .as_ref()
+                .is_none_or(|r| r.last_applied < meta.last_log_id)
+            {
+                file.verify()?;
+                st.last_applied = meta.last_log_id;
+                st.membership = meta.last_membership;
+                st.sessions = sessions;
+                restore_into_engine(&engine, group, file, payload, &st)?;
+                from_file = true;
+                tracing::info!(
+                    group,
+                    applied = ?st.last_applied,
+                    "state restored from the snapshot file"
+                );
+            }
         }
+        if !from_file {
+            match record {
+                Some(r) => {
+                    st.last_applied = r.last_applied;
+                    st.membership = r.membership;
+                    for pair in engine.scan(group, TAG_SESSION, &[]) {
+                        let (client, bytes) = pair?;
+                        let client = <[u8; 8]>::try_from(client.as_slice())
+                            .map_err(|_| invalid(format!("group {group}: a bad session key")))?;
+                        st.sessions
+                            .load_client(u64::from_be_bytes(client), &bytes)
+                            .map_err(|e| invalid(format!("group {group}: a bad session: {e}")))?;
+                    }
+                }
+                // Nothing applied: whatever the engine holds of the group is the leftover of
+                // an erased replica, or of a purge cut short.
+                None => {
+                    engine.clear_group(group)?;
+                }
+            }
+        }
+        st.machine.restored(&Reader::new(&engine, group))?;
         Ok(SmAdapter {
             shared: Arc::new(Shared {
                 group,
-                snapshot_dir: snapshot_dir.to_path_buf(),
-                state: RwLock::new(Applied {
-                    machine,
-                    last_applied,
-                    membership,
-                    sessions,
-                }),
+                snapshot_dir,
+                engine,
+                state: RwLock::new(st),
                 has_snapshot: AtomicBool::new(file.is_some()),
-                current: Mutex::new(last_applied.filter(|_| file.is_some())),
+                current: Mutex::new(current),
             }),
         })
     }
 
-    /// Runs `f` on the state machine, sharing it with other readers.
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&dyn ErasedStateMachine) -> T) -> T {
-        f(self.state().machine.as_ref())
+    /// Runs `f` on the state machine and its state, sharing them with other readers.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&dyn ErasedStateMachine, &Reader<'_>) -> T) -> T {
+        let reader = Reader::new(&self.shared.engine, self.shared.group);
+        f(self.state().machine.as_ref(), &reader)
     }
 
     fn state(&self) -> RwLockReadGuard<'_, Applied> {
@@ -205,15 +416,28 @@ impl SmAdapter {
         self.shared.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Applies one run of normal entries and answers their responders. A copy of a request
-    /// applied before (here or earlier in the run) is answered with the first reply and not
-    /// applied again; every replica decides alike, from the log alone.
+    /// Commits the apply record alone: after entries that change no data (blank and
+    /// membership entries).
+    fn commit_record(&self) -> io::Result<()> {
+        let (engine, group) = (&self.shared.engine, self.shared.group);
+        let st = self.state();
+        let mut set = engine.batch()?;
+        put_record(engine, group, &mut set, &st)?;
+        engine.commit(set)
+    }
+
+    /// Applies one run of normal entries, commits it with the apply record, and answers the
+    /// responders. A copy of a request applied before (here or earlier in the run) is
+    /// answered with the first reply and not applied again; every replica decides alike, from
+    /// the log alone.
     fn apply_run(&self, run: &mut Vec<Pending>) -> io::Result<()> {
         if run.is_empty() {
             return Ok(());
         }
+        let (engine, group) = (&self.shared.engine, self.shared.group);
         let replies = {
-            let mut st = self.state_mut();
+            let mut guard = self.state_mut();
+            let st = &mut *guard;
             let mut answers: Vec<Answer> = Vec::with_capacity(run.len());
             let mut batch = Vec::with_capacity(run.len());
             let mut wanted = Vec::with_capacity(run.len());
@@ -240,21 +464,28 @@ impl SmAdapter {
                     Answer::Applied(batch.len() - 1)
                 }));
             }
-            let applied = st.machine.apply(batch, &wanted).map_err(|e| {
+            let mut writes = Batch::new(engine, group);
+            let applied = st.machine.apply(batch, &wanted, &mut writes).map_err(|e| {
                 io::Error::new(
                     e.kind(),
-                    format!("group {}: the state machine failed: {e}", self.shared.group),
+                    format!("group {group}: the state machine failed: {e}"),
                 )
             })?;
+            let mut touched = BTreeSet::new();
             for ((id, _, request, _), answer) in run.iter().zip(&answers) {
                 if let (Some(r), Answer::Applied(at)) = (request, answer) {
                     let reply = Reply(applied.get(*at).cloned().unwrap_or_default());
-                    st.sessions.record(r, id.index, reply);
+                    touched.extend(st.sessions.record(r, id.index, reply));
+                    touched.insert(r.client);
                 }
             }
             if let Some((id, _, _, _)) = run.last() {
                 st.last_applied = Some(*id);
             }
+            let mut set = writes.into_writes()?;
+            put_sessions(engine, group, &mut set, &st.sessions, touched)?;
+            put_record(engine, group, &mut set, st)?;
+            engine.commit(set)?;
             answers
                 .into_iter()
                 .map(|a| match a {
@@ -303,19 +534,24 @@ impl RaftSnapshotBuilder<TypeConfig> for SmAdapter {
 
     #[tracing::instrument(name = "raft.build_snapshot", skip(self), fields(group = self.shared.group))]
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        // The view is taken with writes paused; writing it out happens with them going on.
-        let (meta, job, sessions) = {
+        // The view is taken with writes paused, so that it matches the metadata; writing it
+        // out happens with them going on.
+        let (meta, view, sessions) = {
             let st = self.state();
             let meta = SnapshotMeta {
                 last_log_id: st.last_applied,
                 last_membership: st.membership.clone(),
             };
-            (meta, st.machine.snapshot(), st.sessions.clone())
+            (meta, self.shared.engine.view()?, st.sessions.clone())
         };
         let bytes = meta_bytes(&meta, &sessions)?;
         let shared = self.shared.clone();
         blocking(move || {
-            let file = SnapshotFile::create(&shared.snapshot_dir, shared.group, &bytes, job)?;
+            let group = shared.group;
+            let file = SnapshotFile::create(&shared.snapshot_dir, group, &bytes, |out| {
+                write_pairs(&view, group, out)
+            })?;
+            drop(view);
             shared.make_current(file, meta)
         })
         .await
@@ -340,6 +576,8 @@ impl RaftStateMachine<TypeConfig> for SmAdapter {
         let mut run = Vec::new();
         let mut traces = Vec::new();
         let mut first_index = 0;
+        // Whether the record moved past the last commit (blank or membership entries).
+        let mut record_moved = false;
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             match entry.payload {
@@ -358,6 +596,7 @@ impl RaftStateMachine<TypeConfig> for SmAdapter {
                         st.membership = StoredMembership::new(Some(entry.log_id), m);
                     }
                     drop(st);
+                    record_moved = true;
                     if let Some(r) = responder {
                         r.send(Reply::default());
                     }
@@ -367,6 +606,12 @@ impl RaftStateMachine<TypeConfig> for SmAdapter {
         // Applying a traced write is part of its trace, on the leader and on followers.
         let span = apply_span(self.shared.group, first_index, &traces);
         let _entered = span.enter();
+        if run.is_empty() {
+            if record_moved {
+                self.commit_record()?;
+            }
+            return Ok(());
+        }
         self.apply_run(&mut run)
     }
 
@@ -387,6 +632,7 @@ impl RaftStateMachine<TypeConfig> for SmAdapter {
                 snapshot = snapshot.copy_into(&shared.snapshot_dir, shared.group)?;
             }
             snapshot.verify()?;
+            let (_, sessions, payload) = decode_file_meta(&snapshot)?;
             // Current first: if the restore below fails or the process dies, the next start
             // restores from this file, which is where the log now begins.
             {
@@ -395,13 +641,14 @@ impl RaftStateMachine<TypeConfig> for SmAdapter {
                 *current = meta.last_log_id;
                 shared.has_snapshot.store(true, Ordering::Release);
             }
-            let (_, sessions) = decode_file_meta(&snapshot)?;
-            let mut st = this.state_mut();
-            snapshot.read_payload(|r| st.machine.restore(r))?;
+            let mut guard = this.state_mut();
+            let st = &mut *guard;
             st.last_applied = meta.last_log_id;
             st.membership = meta.last_membership;
             st.sessions = sessions;
-            Ok(())
+            restore_into_engine(&shared.engine, shared.group, &snapshot, payload, st)?;
+            st.machine
+                .restored(&Reader::new(&shared.engine, shared.group))
         })
         .await
     }
@@ -440,6 +687,7 @@ mod tests {
     use openraft::entry::RaftEntry;
     use openraft::testing::{blank_ent, log_id, membership_ent};
     use std::collections::BTreeSet;
+    use std::path::Path;
 
     fn put(index: u64, key: &str, value: &str) -> crate::raft::types::Entry {
         let command = codec::encode(&KvCommand::Put {
@@ -457,16 +705,46 @@ mod tests {
         )
     }
 
-    fn adapter(dir: &Path) -> SmAdapter {
-        SmAdapter::open(7, dir, Box::new(Typed(KvStore::default()))).unwrap()
+    /// A node's storage (the WAL and the state engine) in a directory of its own.
+    struct Node {
+        storage: Storage,
+        _owner: crate::ledger::Owner,
+    }
+
+    fn storage(dir: &Path) -> Node {
+        let owner = crate::ledger::Ledger::new().root(crate::ledger::OwnerKind::Storage, "t");
+        let (storage, _) = Storage::open(
+            crate::storage::StorageOptions {
+                dir: dir.to_path_buf(),
+                segment_bytes: 1 << 20,
+                checkpoint_bytes: 4 << 20,
+                cache_bytes: 1 << 20,
+                engine: crate::storage::engine::EngineOptions {
+                    threads: 1,
+                    ..Default::default()
+                },
+            },
+            &owner,
+        )
+        .unwrap();
+        Node {
+            storage,
+            _owner: owner,
+        }
+    }
+
+    fn adapter(node: &Node) -> SmAdapter {
+        SmAdapter::open(7, &node.storage, Box::new(Typed(KvStore))).unwrap()
+    }
+
+    /// Closes a node's storage as a stop does, so that the directory can open again.
+    async fn close(node: Node) {
+        assert!(node.storage.close(std::time::Duration::from_secs(5)).await);
     }
 
     fn value(sm: &SmAdapter, key: &str) -> Option<String> {
-        sm.read(|m| {
-            let kv = m.as_any().downcast_ref::<KvStore>().unwrap();
-            kv.get(key)
-                .map(|v| String::from_utf8_lossy(&v).into_owned())
-        })
+        sm.read(|_, state| state.get(key.as_bytes()).unwrap())
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
     }
 
     async fn apply(sm: &mut SmAdapter, entries: Vec<crate::raft::types::Entry>) {
@@ -477,7 +755,8 @@ mod tests {
     #[tokio::test]
     async fn batches_follow_the_log_order_across_membership_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sm = adapter(dir.path());
+        let node = storage(dir.path());
+        let mut sm = adapter(&node);
         apply(
             &mut sm,
             vec![
@@ -494,31 +773,99 @@ mod tests {
         assert_eq!(membership.log_id().map(|l| l.index), Some(3));
         assert_eq!(value(&sm, "a").as_deref(), Some("2"));
         assert_eq!(value(&sm, "b").as_deref(), Some("3"));
+        // The engine holds what was applied, with its record: a restart without a snapshot
+        // file starts from there.
+        drop(sm);
+        close(node).await;
+        let node = storage(dir.path());
+        let mut sm = adapter(&node);
+        let (applied, membership) = sm.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(5));
+        assert_eq!(membership.log_id().map(|l| l.index), Some(3));
+        assert_eq!(value(&sm, "a").as_deref(), Some("2"));
     }
 
     #[tokio::test]
     async fn a_snapshot_restores_on_another_member_and_at_restart() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let mut leader = adapter(a.path());
+        let (na, nb) = (storage(a.path()), storage(b.path()));
+        let mut leader = adapter(&na);
         apply(&mut leader, vec![put(1, "k", "v"), put(2, "j", "w")]).await;
         let built = leader.build_snapshot().await.unwrap();
         assert_eq!(built.meta.last_log_id.map(|l| l.index), Some(2));
         // Writes after the view was taken are not in it.
         apply(&mut leader, vec![put(3, "k", "later")]).await;
-        let mut follower = adapter(b.path());
+        let mut follower = adapter(&nb);
+        apply(&mut follower, vec![put(1, "stale", "gone")]).await;
         let current = leader.get_current_snapshot().await.unwrap().unwrap();
         follower
             .install_snapshot(&current.meta, current.snapshot)
             .await
             .unwrap();
         assert_eq!(value(&follower, "k").as_deref(), Some("v"));
+        // The install replaced the whole state.
+        assert_eq!(value(&follower, "stale"), None);
         // The leader's own snapshot is still there (an install copies a foreign file).
         assert!(leader.get_current_snapshot().await.unwrap().is_some());
-        // A restart restores from the installed file.
-        let reopened = adapter(b.path());
+        // A restart finds the installed state in the engine.
+        drop(follower);
+        close(nb).await;
+        let nb = storage(b.path());
+        let reopened = adapter(&nb);
         assert_eq!(value(&reopened, "j").as_deref(), Some("w"));
         let (applied, _) = reopened.clone().applied_state().await.unwrap();
         assert_eq!(applied.map(|l| l.index), Some(2));
+    }
+
+    /// The engine is not fsynced: after a crash it may hold less than was applied, or
+    /// nothing. The snapshot file then stands in for what the log no longer holds.
+    #[tokio::test]
+    async fn an_engine_behind_its_snapshot_file_is_restored_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = storage(dir.path());
+        let mut sm = adapter(&node);
+        apply(&mut sm, vec![put(1, "k", "v1"), put(2, "j", "w")]).await;
+        sm.build_snapshot().await.unwrap();
+        apply(&mut sm, vec![put(3, "k", "v3")]).await;
+        // A lost engine: the group's keys and record are gone, the file stays.
+        node.storage.engine().clear_group(7).unwrap();
+        drop(sm);
+        let mut sm = adapter(&node);
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(2));
+        assert_eq!(value(&sm, "k").as_deref(), Some("v1"));
+        // An engine ahead of the file is kept as it is.
+        apply(&mut sm, vec![put(3, "k", "v3")]).await;
+        drop(sm);
+        let sm = adapter(&node);
+        assert_eq!(value(&sm, "k").as_deref(), Some("v3"));
+    }
+
+    /// Snapshot files of earlier versions hold the KV store's own encoding; a node upgraded
+    /// in place restores from them.
+    #[tokio::test]
+    async fn a_snapshot_file_of_the_earlier_format_restores() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = storage(dir.path());
+        let meta = SnapshotMeta {
+            last_log_id: Some(log_id::<TypeConfig>(1, 1, 9)),
+            last_membership: StoredMembership::default(),
+        };
+        let file_meta = (FILE_META_TAG_2, &meta, Sessions::default());
+        let bytes = rmp_serde::to_vec(&file_meta).unwrap();
+        SnapshotFile::write(node.storage.snapshot_dir(), 7, &bytes, |out| {
+            out.write_all(&2u64.to_le_bytes())?;
+            for (k, v) in [("a", "1"), ("b", "2")] {
+                rmp_serde::encode::write(&mut *out, &(k, serde_bytes::Bytes::new(v.as_bytes())))
+                    .map_err(io::Error::other)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        let mut sm = adapter(&node);
+        assert_eq!(value(&sm, "b").as_deref(), Some("2"));
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(9));
     }
 
     fn put_as(index: u64, key: &str, value: &str, seq: u64) -> crate::raft::types::Entry {
@@ -539,7 +886,8 @@ mod tests {
     #[tokio::test]
     async fn a_copy_of_a_request_is_answered_not_applied() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sm = adapter(dir.path());
+        let node = storage(dir.path());
+        let mut sm = adapter(&node);
         apply(
             &mut sm,
             vec![
@@ -562,9 +910,14 @@ mod tests {
         // Another request of the same client does apply.
         apply(&mut sm, vec![put_as(5, "k", "v3", 1)]).await;
         assert_eq!(value(&sm, "k").as_deref(), Some("v3"));
-        // The table travels in the snapshot.
-        sm.build_snapshot().await.unwrap();
-        let mut reopened = adapter(dir.path());
+        // The table is kept in the engine, and travels in the snapshot.
+        drop(sm);
+        let mut reopened = adapter(&node);
+        assert_eq!(reopened.state().sessions.check(&first), known);
+        reopened.build_snapshot().await.unwrap();
+        node.storage.engine().clear_group(7).unwrap();
+        drop(reopened);
+        let mut reopened = adapter(&node);
         apply(&mut reopened, vec![put_as(6, "k", "v1", 0)]).await;
         assert_eq!(value(&reopened, "k").as_deref(), Some("v3"));
         assert_eq!(reopened.state().sessions.check(&first), known);
@@ -576,7 +929,8 @@ mod tests {
     #[tokio::test]
     async fn a_build_overtaken_by_an_install_leaves_the_install_current() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let mut leader = adapter(a.path());
+        let (na, nb) = (storage(a.path()), storage(b.path()));
+        let mut leader = adapter(&na);
         apply(
             &mut leader,
             vec![put(1, "k", "v"), put(2, "k", "w"), put(3, "k", "x")],
@@ -584,7 +938,7 @@ mod tests {
         .await;
         let newer = leader.build_snapshot().await.unwrap();
 
-        let mut follower = adapter(b.path());
+        let mut follower = adapter(&nb);
         apply(&mut follower, vec![put(1, "k", "v"), put(2, "k", "w")]).await;
         // The build's view is taken and written out, but not yet made current ...
         let older = SnapshotMeta {
@@ -592,8 +946,10 @@ mod tests {
             last_membership: StoredMembership::default(),
         };
         let bytes = meta_bytes(&older, &Sessions::default()).unwrap();
-        let job = follower.state().machine.snapshot();
-        let built = SnapshotFile::create(b.path(), 7, &bytes, job).unwrap();
+        let view = nb.storage.engine().view().unwrap();
+        let snapshots = nb.storage.snapshot_dir().to_path_buf();
+        let built =
+            SnapshotFile::create(&snapshots, 7, &bytes, |out| write_pairs(&view, 7, out)).unwrap();
         // ... when the install lands.
         follower
             .install_snapshot(&newer.meta, newer.snapshot)
@@ -601,12 +957,15 @@ mod tests {
             .unwrap();
         let kept = follower.shared.make_current(built, older).unwrap();
         assert_eq!(kept.meta.last_log_id.map(|l| l.index), Some(3));
-        let reopened = adapter(b.path());
+        // Even with the engine lost, the next start restores the newer one.
+        nb.storage.engine().clear_group(7).unwrap();
+        drop(follower);
+        let reopened = adapter(&nb);
         let (applied, _) = reopened.clone().applied_state().await.unwrap();
         assert_eq!(applied.map(|l| l.index), Some(3));
         assert_eq!(value(&reopened, "k").as_deref(), Some("x"));
         // The discarded build left no temporary file behind.
-        let names: Vec<String> = std::fs::read_dir(b.path())
+        let names: Vec<String> = std::fs::read_dir(&snapshots)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();

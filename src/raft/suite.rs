@@ -38,17 +38,14 @@ impl StoreBuilder<TypeConfig, GroupLogStore, SmAdapter, Guard> for Builder {
                 checkpoint_bytes: 4 << 20,
                 // Tiny: the suite's reads then come from the WAL as well as from the cache.
                 cache_bytes: 1024,
+                engine: Default::default(),
             },
             &owner,
         )
         .map_err(|e| err(e.to_string()))?;
         let log = GroupLogStore::new(storage.clone(), 1, 4 << 20);
-        let sm = SmAdapter::open(
-            1,
-            storage.snapshot_dir(),
-            Box::new(Typed(KvStore::default())),
-        )
-        .map_err(|e| err(e.to_string()))?;
+        let sm = SmAdapter::open(1, &storage, Box::new(Typed(KvStore)))
+            .map_err(|e| err(e.to_string()))?;
         Ok((
             Guard {
                 _dir: dir,

@@ -8,6 +8,7 @@
 //! stays bounded because a checkpoint rewrites the live state into a fresh segment and drops
 //! the old ones.
 
+pub mod engine;
 pub mod policy;
 pub mod record;
 pub mod snapshot_file;
@@ -40,6 +41,9 @@ pub enum StorageError {
     /// The writer thread could not start.
     #[error("cannot start the WAL writer thread: {0}")]
     Thread(io::Error),
+    /// The state engine could not open.
+    #[error(transparent)]
+    Engine(#[from] engine::EngineError),
 }
 
 /// What every write is refused with once storage failed.
@@ -56,6 +60,8 @@ pub struct StorageOptions {
     pub checkpoint_bytes: u64,
     /// Bytes of log entries kept in memory; older ones are read from the WAL.
     pub cache_bytes: usize,
+    /// The state engine's tuning.
+    pub engine: engine::EngineOptions,
 }
 
 /// Who is waiting for a write to become durable.
@@ -96,7 +102,9 @@ struct Inner {
     wal_dir: PathBuf,
     index: Mutex<Index>,
     tx: Mutex<Option<mpsc::Sender<Op>>>,
-    failed: AtomicBool,
+    failed: Arc<AtomicBool>,
+    /// Every group's applied state.
+    engine: engine::Engine,
     /// Every fsync's duration; its count is the fsync count the benchmark divides by writes.
     fsync_seconds: prometheus::Histogram,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -116,7 +124,12 @@ impl Storage {
     ) -> Result<(Storage, RecoveryReport), StorageError> {
         let mut index = Index::with_cache(opts.cache_bytes);
         let snapshot_dir = opts.dir.join("snapshots");
-        for dir in [opts.dir.join("wal"), snapshot_dir.clone()] {
+        let state_dir = opts.dir.join("state");
+        for dir in [
+            opts.dir.join("wal"),
+            snapshot_dir.clone(),
+            state_dir.clone(),
+        ] {
             create_dir_durably(&dir).map_err(|source| {
                 StorageError::Wal(WalError::Io {
                     path: dir.clone(),
@@ -155,12 +168,15 @@ impl Storage {
             ]),
         )
         .map_err(|e| StorageError::Thread(io::Error::other(e)))?;
+        let failed = Arc::new(AtomicBool::new(false));
+        let engine = engine::Engine::open(&state_dir, &opts.engine, owner, failed.clone())?;
         let inner = Arc::new(Inner {
             snapshot_dir,
             wal_dir,
             index: Mutex::new(index),
             tx: Mutex::new(Some(tx)),
-            failed: AtomicBool::new(false),
+            failed,
+            engine,
             fsync_seconds,
             writer: Mutex::new(None),
         });
@@ -183,6 +199,11 @@ impl Storage {
 
     pub fn snapshot_dir(&self) -> &Path {
         &self.inner.snapshot_dir
+    }
+
+    /// The state engine, which holds every group's applied state.
+    pub fn engine(&self) -> &engine::Engine {
+        &self.inner.engine
     }
 
     /// Whether a write or an fsync failed: the node then writes nothing more until it
@@ -400,14 +421,22 @@ impl Storage {
         self.submit(vec![Record::Purge { group, upto }], false, Done::Nobody)
     }
 
-    /// Forgets a group's log and snapshot (an operator's `?purge=true`).
+    /// Forgets a group's log, snapshot and applied state (an operator's `?purge=true`).
+    /// The log goes first: a crash part-way leaves state without a log, which the next start
+    /// of the group finds as an erased replica's leftovers and clears.
     pub async fn drop_group(&self, group: GroupId) -> io::Result<()> {
         self.submit_and_wait(vec![Record::Drop { group }]).await?;
-        snapshot_file::remove(&self.inner.snapshot_dir, group).map_err(io::Error::other)
+        snapshot_file::remove(&self.inner.snapshot_dir, group).map_err(io::Error::other)?;
+        let engine = self.inner.engine.clone();
+        crate::ledger::spawn_blocking_current(move || engine.clear_group(group))
+            .await
+            .map_err(io::Error::other)??;
+        Ok(())
     }
 
-    /// Stops accepting writes, lets the writer drain and fsync what is queued, and joins it
-    /// (bounded by `deadline`). Returns whether the writer exited in time.
+    /// Stops accepting writes, lets the writer drain and fsync what is queued, and joins it;
+    /// then syncs and lets go of the state engine (bounded by `deadline` in all). Returns
+    /// whether both finished in time.
     pub async fn close(&self, deadline: Duration) -> bool {
         lock(&self.inner.tx).take();
         let until = tokio::time::Instant::now() + deadline;
@@ -419,12 +448,22 @@ impl Storage {
                 if let Some(h) = lock(&self.inner.writer).take() {
                     let _ = h.join();
                 }
-                return true;
+                break;
             }
             if tokio::time::Instant::now() >= until {
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let engine = self.inner.engine.clone();
+        let closing = crate::ledger::spawn_blocking_current(move || engine.close());
+        match tokio::time::timeout_at(until, closing).await {
+            Ok(Ok(Ok(()))) => true,
+            Ok(Ok(Err(e))) => {
+                tracing::error!(error = %e, "the state engine did not sync at close");
+                true
+            }
+            Ok(Err(_)) | Err(_) => false,
         }
     }
 }
@@ -714,6 +753,10 @@ mod tests {
                 segment_bytes: 4096,
                 checkpoint_bytes,
                 cache_bytes,
+                engine: engine::EngineOptions {
+                    threads: 1,
+                    ..Default::default()
+                },
             },
             &owner,
         )
