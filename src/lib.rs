@@ -16,6 +16,8 @@
 #![warn(missing_docs)]
 
 #[cfg(feature = "cli")]
+pub mod allocator;
+#[cfg(feature = "cli")]
 pub mod client;
 #[cfg(feature = "cli")]
 pub mod config;

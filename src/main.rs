@@ -60,6 +60,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    raftnode::allocator::tune();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(opts) => serve(*opts),

@@ -24,20 +24,7 @@ fn lagging_follower_receives_a_snapshot() {
             .node(leader)
             .put_ok(g, &format!("k{i}"), format!("v{i}"));
     }
-    let snapshot_index = |id: u64| {
-        cluster
-            .node(id)
-            .status()
-            .and_then(|s| {
-                s["groups"]
-                    .as_array()?
-                    .iter()
-                    .find(|x| x["id"] == g)?
-                    .get("snapshot_index")?
-                    .as_u64()
-            })
-            .unwrap_or(0)
-    };
+    let snapshot_index = |id: u64| snapshot_index(&cluster, id, g);
     assert!(
         wait_until(Duration::from_secs(20), || snapshot_index(leader) >= 100),
         "the leader built no snapshot past index 100"
@@ -98,14 +85,26 @@ fn a_snapshot_larger_than_any_message_streams_to_a_lagging_follower() {
     for i in 0..VALUES {
         node.put_ok(G, &format!("big-{i}"), value(i));
     }
-    let snap = node.data_dir.join("snapshots").join(format!("{G}.snap"));
-    let size = || std::fs::metadata(&snap).map(|m| m.len()).unwrap_or(0);
+    // The leader's snapshot is its engine's state, made durable; the log behind it is gone.
+    let last = (VALUES as u64).saturating_sub(20);
     assert!(
-        wait_until(Duration::from_secs(60), || size() > 256 << 20),
-        "the leader's snapshot is {} bytes, not past 256 MiB",
-        size()
+        wait_until(Duration::from_secs(60), || snapshot_index(
+            &cluster, leader, G
+        ) >= last),
+        "the leader built no snapshot past index {last}"
     );
     let target = node.group_status(G).map(|s| s.commit_index).unwrap_or(0);
+    let theirs = || {
+        std::fs::metadata(
+            cluster
+                .node(lagging)
+                .data_dir
+                .join("snapshots")
+                .join(format!("{G}.snap")),
+        )
+        .map(|m| m.len())
+        .unwrap_or(0)
+    };
 
     let back = cluster.node(lagging);
     let started = std::time::Instant::now();
@@ -124,7 +123,7 @@ fn a_snapshot_larger_than_any_message_streams_to_a_lagging_follower() {
     );
     println!(
         "snapshot stream: a {} MiB snapshot reached node {lagging} in {:.1} s",
-        size() >> 20,
+        theirs() >> 20,
         started.elapsed().as_secs_f64()
     );
     for i in [0, VALUES / 2, VALUES - 1] {
@@ -132,10 +131,9 @@ fn a_snapshot_larger_than_any_message_streams_to_a_lagging_follower() {
         assert_eq!(r.status, 200, "big-{i} on node {lagging}: {r}");
         assert!(r.body == value(i), "big-{i} differs on node {lagging}");
     }
-    // It came by snapshot: the follower holds the large file itself.
-    let theirs = std::fs::metadata(back.data_dir.join("snapshots").join(format!("{G}.snap")))
-        .map(|m| m.len())
-        .unwrap_or(0);
+    // It came by snapshot: the follower holds the large file itself, until a snapshot of
+    // its own makes the installed state durable in its engine.
+    let theirs = theirs();
     assert!(
         theirs > 256 << 20,
         "node {lagging}'s snapshot is {theirs} bytes"
@@ -150,4 +148,20 @@ fn a_snapshot_larger_than_any_message_streams_to_a_lagging_follower() {
         })
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+/// The last log index group `g`'s snapshot on node `id` covers, from its status.
+fn snapshot_index(cluster: &Cluster, id: u64, g: u64) -> u64 {
+    cluster
+        .node(id)
+        .status()
+        .and_then(|s| {
+            s["groups"]
+                .as_array()?
+                .iter()
+                .find(|x| x["id"] == g)?
+                .get("snapshot_index")?
+                .as_u64()
+        })
+        .unwrap_or(0)
 }

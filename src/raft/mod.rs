@@ -8,6 +8,7 @@
 pub mod log_store;
 pub mod runtime;
 pub mod sessions;
+pub mod snapshot_data;
 pub mod state_machine;
 #[cfg(test)]
 mod suite;

@@ -14,7 +14,7 @@
 //! [`StateMachine`]: crate::StateMachine
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -25,14 +25,20 @@ use openraft::{EntryPayload, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::raft::sessions::{Seen, Sessions};
+use crate::raft::snapshot_data::{EngineView, SnapshotData};
 use crate::raft::types::{
     GroupId, LogId, Reply, RequestId, SnapshotMeta, StoredMembership, TypeConfig,
 };
 use crate::state::{Batch, Reader};
 use crate::state_machine::ErasedStateMachine;
-use crate::storage::engine::{key, Engine, View, WriteSet, TAG_DATA, TAG_RECORD, TAG_SESSION};
+use crate::storage::engine::{key, Engine, WriteSet, TAG_DATA, TAG_RECORD, TAG_SESSION};
 use crate::storage::snapshot_file::SnapshotFile;
+use crate::storage::snapshot_payload::{read_pairs, Payload};
 use crate::storage::Storage;
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
 
 /// The applied state of one group, as kept in memory next to the engine.
 struct Applied {
@@ -48,20 +54,20 @@ struct Shared {
     snapshot_dir: PathBuf,
     engine: Engine,
     state: RwLock<Applied>,
-    /// Whether a snapshot file exists, so that asking for the current snapshot of a group that
-    /// never took one costs no file I/O (and no blocking-pool thread).
+    /// Whether a snapshot was built or installed (or a file of one is on disk): until then
+    /// there is no current snapshot, as openraft expects.
     has_snapshot: AtomicBool,
-    /// The last log id the current snapshot file covers, held while a snapshot is made
-    /// current: a build and an install race (openraft builds on its own task), and the older
-    /// of the two must never replace the newer, or the next start could not re-apply the log.
+    /// The last log id the snapshot file covers, if there is one. Held while the file is
+    /// replaced or removed: an install and a build race (openraft builds on its own task),
+    /// and a build must never remove a file newer than the state it made durable.
     current: Mutex<Option<LogId>>,
 }
 
 /// One group's openraft instance, with this adapter as its state machine.
 pub type Raft = openraft::Raft<TypeConfig, SmAdapter>;
 
-/// A snapshot: its metadata and its file.
-pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;
+/// A snapshot: its metadata and its data.
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotData>;
 
 /// A normal entry waiting for its batch: its log id, its command, its request, and who waits
 /// for it.
@@ -95,13 +101,6 @@ const FILE_META_TAG: &str = "raftnode-snapshot-meta-3";
 /// openraft's metadata) have the same payload.
 const FILE_META_TAG_2: &str = "raftnode-snapshot-meta-2";
 
-/// How a snapshot file's payload is laid out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Payload {
-    Pairs,
-    KvCountedPairs,
-}
-
 /// Pairs gathered per engine commit while a snapshot is restored.
 const RESTORE_BATCH_BYTES: usize = 4 << 20;
 
@@ -118,10 +117,6 @@ fn meta_bytes(meta: &SnapshotMeta, sessions: &Sessions) -> io::Result<Vec<u8>> {
         sessions: sessions.clone(),
     };
     rmp_serde::to_vec(&file_meta).map_err(io::Error::other)
-}
-
-fn decode_meta(file: &SnapshotFile) -> io::Result<SnapshotMeta> {
-    decode_file_meta(file).map(|(meta, _, _)| meta)
 }
 
 fn decode_file_meta(file: &SnapshotFile) -> io::Result<(SnapshotMeta, Sessions, Payload)> {
@@ -145,72 +140,6 @@ fn decode_file_meta(file: &SnapshotFile) -> io::Result<(SnapshotMeta, Sessions, 
                 ),
             )
         })
-}
-
-fn invalid(e: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
-}
-
-/// Writes a group's keys and values from `view`: each as a little-endian u32 length and the
-/// key, then a u32 length and the value.
-fn write_pairs(view: &View, group: GroupId, out: &mut dyn Write) -> io::Result<()> {
-    let mut out = io::BufWriter::with_capacity(1 << 20, out);
-    for pair in view.scan(group, TAG_DATA) {
-        let (k, v) = pair?;
-        for part in [&k, &v] {
-            let len = u32::try_from(part.len()).map_err(invalid)?;
-            out.write_all(&len.to_le_bytes())?;
-            out.write_all(part)?;
-        }
-    }
-    out.flush()
-}
-
-/// Reads one length-prefixed part; None at a clean end of the payload.
-fn read_part(input: &mut dyn Read, first: bool) -> io::Result<Option<Vec<u8>>> {
-    let mut len = [0u8; 4];
-    if first {
-        let mut got = 0;
-        while got < 4 {
-            match input.read(&mut len[got..])? {
-                0 if got == 0 => return Ok(None),
-                0 => return Err(invalid("a snapshot pair is cut short")),
-                n => got += n,
-            }
-        }
-    } else {
-        input.read_exact(&mut len)?;
-    }
-    let mut part = vec![0u8; u32::from_le_bytes(len) as usize];
-    input.read_exact(&mut part)?;
-    Ok(Some(part))
-}
-
-/// The pairs of a payload, in either format, handed to `put` one by one.
-fn read_pairs(
-    input: &mut dyn Read,
-    payload: Payload,
-    mut put: impl FnMut(Vec<u8>, Vec<u8>) -> io::Result<()>,
-) -> io::Result<()> {
-    match payload {
-        Payload::Pairs => {
-            while let Some(k) = read_part(input, true)? {
-                let v = read_part(input, false)?.ok_or_else(|| invalid("a value is missing"))?;
-                put(k, v)?;
-            }
-        }
-        Payload::KvCountedPairs => {
-            let mut n = [0u8; 8];
-            input.read_exact(&mut n)?;
-            let mut input = input;
-            for _ in 0..u64::from_le_bytes(n) {
-                let (k, v): (String, serde_bytes::ByteBuf) =
-                    rmp_serde::decode::from_read(&mut input).map_err(invalid)?;
-                put(k.into_bytes(), v.into_vec())?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Runs blocking file work on the blocking pool, as a task of the current owner.
@@ -289,33 +218,37 @@ fn restore_into_engine(
 }
 
 impl Shared {
-    /// Makes a freshly built snapshot file current, unless an install overtook the build: the
-    /// installed snapshot covers more of the log, so it stays current and is what openraft
-    /// gets. Blocking.
-    fn make_current(&self, file: SnapshotFile, meta: SnapshotMeta) -> io::Result<Snapshot> {
-        let (dir, group) = (&self.snapshot_dir, self.group);
-        let mut current = lock(&self.current);
-        if self.has_snapshot.load(Ordering::Acquire) && *current >= meta.last_log_id {
-            file.discard();
-            let file = SnapshotFile::open(dir, group)?
-                .ok_or_else(|| io::Error::other("the current snapshot file vanished"))?;
-            let meta = decode_meta(&file)?;
-            return Ok(Snapshot {
-                meta,
-                snapshot: file,
-            });
-        }
-        let mut file = file;
-        if let Err(e) = file.commit(dir, group) {
-            file.discard();
-            return Err(e.into());
-        }
-        *current = meta.last_log_id;
-        self.has_snapshot.store(true, Ordering::Release);
+    /// The current snapshot: a view of the state as it is now, which is at or past the last
+    /// one built or installed. Views are taken with the group's writes paused, so that each
+    /// matches its metadata.
+    fn current_view(&self, st: &Applied) -> io::Result<Snapshot> {
+        let meta = SnapshotMeta {
+            last_log_id: st.last_applied,
+            last_membership: st.membership.clone(),
+        };
+        let view = EngineView {
+            view: self.engine.view()?,
+            group: self.group,
+            dir: self.snapshot_dir.clone(),
+            meta: meta_bytes(&meta, &st.sessions)?,
+        };
         Ok(Snapshot {
             meta,
-            snapshot: file,
+            snapshot: SnapshotData::View(view),
         })
+    }
+
+    /// Removes the snapshot file once the engine holds its state durably: `upto` is what the
+    /// engine was just synced at. A file that covers more (an install that overtook the
+    /// build) stays, for the next start to restore from. Blocking.
+    fn drop_file_covered_by(&self, upto: Option<LogId>) -> io::Result<()> {
+        let mut current = lock(&self.current);
+        if current.is_some() && *current <= upto {
+            crate::storage::snapshot_file::remove(&self.snapshot_dir, self.group)
+                .map_err(io::Error::other)?;
+            *current = None;
+        }
+        Ok(())
     }
 }
 
@@ -530,36 +463,31 @@ fn apply_span(group: GroupId, first_index: u64, traces: &[String]) -> tracing::S
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SmAdapter {
-    type SnapshotData = SnapshotFile;
+    type SnapshotData = SnapshotData;
 
+    /// Makes the state durable up to the last applied entry, so that openraft may purge the
+    /// log behind it, and answers a view of it; no copy of the state is written (see
+    /// `snapshot_data.rs`).
     #[tracing::instrument(name = "raft.build_snapshot", skip(self), fields(group = self.shared.group))]
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        // The view is taken with writes paused, so that it matches the metadata; writing it
-        // out happens with them going on.
-        let (meta, view, sessions) = {
+        let snapshot = {
             let st = self.state();
-            let meta = SnapshotMeta {
-                last_log_id: st.last_applied,
-                last_membership: st.membership.clone(),
-            };
-            (meta, self.shared.engine.view()?, st.sessions.clone())
+            self.shared.current_view(&st)?
         };
-        let bytes = meta_bytes(&meta, &sessions)?;
         let shared = self.shared.clone();
+        let upto = snapshot.meta.last_log_id;
         blocking(move || {
-            let group = shared.group;
-            let file = SnapshotFile::create(&shared.snapshot_dir, group, &bytes, |out| {
-                write_pairs(&view, group, out)
-            })?;
-            drop(view);
-            shared.make_current(file, meta)
+            shared.engine.sync()?;
+            shared.has_snapshot.store(true, Ordering::Release);
+            shared.drop_file_covered_by(upto)
         })
-        .await
+        .await?;
+        Ok(snapshot)
     }
 }
 
 impl RaftStateMachine<TypeConfig> for SmAdapter {
-    type SnapshotData = SnapshotFile;
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
@@ -622,12 +550,15 @@ impl RaftStateMachine<TypeConfig> for SmAdapter {
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        mut snapshot: SnapshotFile,
+        snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
         let this = self.clone();
         let meta = meta.clone();
         let shared = self.shared.clone();
         blocking(move || {
+            // A view comes from another engine in this process (openraft's storage suite):
+            // through a file, as from a leader.
+            let mut snapshot = snapshot.into_file()?;
             if snapshot.path().parent() != Some(shared.snapshot_dir.as_path()) {
                 snapshot = snapshot.copy_into(&shared.snapshot_dir, shared.group)?;
             }
@@ -657,23 +588,13 @@ impl RaftStateMachine<TypeConfig> for SmAdapter {
         if !self.shared.has_snapshot.load(Ordering::Acquire) {
             return Ok(None);
         }
-        let (dir, group) = (self.shared.snapshot_dir.clone(), self.shared.group);
-        blocking(move || {
-            let Some(file) = SnapshotFile::open(&dir, group)? else {
-                return Ok(None);
-            };
-            let meta = decode_meta(&file)?;
-            Ok(Some(Snapshot {
-                meta,
-                snapshot: file,
-            }))
-        })
-        .await
+        let st = self.state();
+        self.shared.current_view(&st).map(Some)
     }
 }
 
-/// Poisoning means a panic while a snapshot was made current; the value is a log id that the
-/// file on disk either matches or trails, never passes, so it stays usable.
+/// Poisoning means a panic while the snapshot file was replaced or removed; the value is a
+/// log id that the file on disk either matches or trails, never passes, so it stays usable.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -797,16 +718,16 @@ mod tests {
         apply(&mut leader, vec![put(3, "k", "later")]).await;
         let mut follower = adapter(&nb);
         apply(&mut follower, vec![put(1, "stale", "gone")]).await;
-        let current = leader.get_current_snapshot().await.unwrap().unwrap();
         follower
-            .install_snapshot(&current.meta, current.snapshot)
+            .install_snapshot(&built.meta, built.snapshot)
             .await
             .unwrap();
         assert_eq!(value(&follower, "k").as_deref(), Some("v"));
         // The install replaced the whole state.
         assert_eq!(value(&follower, "stale"), None);
-        // The leader's own snapshot is still there (an install copies a foreign file).
-        assert!(leader.get_current_snapshot().await.unwrap().is_some());
+        // The leader's current snapshot is its state as it is now, past the one it built.
+        let current = leader.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta.last_log_id.map(|l| l.index), Some(3));
         // A restart finds the installed state in the engine.
         drop(follower);
         close(nb).await;
@@ -817,27 +738,32 @@ mod tests {
         assert_eq!(applied.map(|l| l.index), Some(2));
     }
 
-    /// The engine is not fsynced: after a crash it may hold less than was applied, or
-    /// nothing. The snapshot file then stands in for what the log no longer holds.
+    /// The engine is not fsynced between snapshots: after a crash it may hold less than was
+    /// applied, or nothing. An installed snapshot file then stands in for what the log no
+    /// longer holds.
     #[tokio::test]
     async fn an_engine_behind_its_snapshot_file_is_restored_from_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let node = storage(dir.path());
-        let mut sm = adapter(&node);
-        apply(&mut sm, vec![put(1, "k", "v1"), put(2, "j", "w")]).await;
-        sm.build_snapshot().await.unwrap();
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (na, nb) = (storage(a.path()), storage(b.path()));
+        let mut leader = adapter(&na);
+        apply(&mut leader, vec![put(1, "k", "v1"), put(2, "j", "w")]).await;
+        let built = leader.build_snapshot().await.unwrap();
+        let mut sm = adapter(&nb);
+        sm.install_snapshot(&built.meta, built.snapshot)
+            .await
+            .unwrap();
         apply(&mut sm, vec![put(3, "k", "v3")]).await;
         // A lost engine: the group's keys and record are gone, the file stays.
-        node.storage.engine().clear_group(7).unwrap();
+        nb.storage.engine().clear_group(7).unwrap();
         drop(sm);
-        let mut sm = adapter(&node);
+        let mut sm = adapter(&nb);
         let (applied, _) = sm.applied_state().await.unwrap();
         assert_eq!(applied.map(|l| l.index), Some(2));
         assert_eq!(value(&sm, "k").as_deref(), Some("v1"));
         // An engine ahead of the file is kept as it is.
         apply(&mut sm, vec![put(3, "k", "v3")]).await;
         drop(sm);
-        let sm = adapter(&node);
+        let sm = adapter(&nb);
         assert_eq!(value(&sm, "k").as_deref(), Some("v3"));
     }
 
@@ -914,20 +840,25 @@ mod tests {
         drop(sm);
         let mut reopened = adapter(&node);
         assert_eq!(reopened.state().sessions.check(&first), known);
-        reopened.build_snapshot().await.unwrap();
-        node.storage.engine().clear_group(7).unwrap();
-        drop(reopened);
-        let mut reopened = adapter(&node);
-        apply(&mut reopened, vec![put_as(6, "k", "v1", 0)]).await;
-        assert_eq!(value(&reopened, "k").as_deref(), Some("v3"));
-        assert_eq!(reopened.state().sessions.check(&first), known);
+        let built = reopened.build_snapshot().await.unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let other = storage(other.path());
+        let mut follower = adapter(&other);
+        follower
+            .install_snapshot(&built.meta, built.snapshot)
+            .await
+            .unwrap();
+        apply(&mut follower, vec![put_as(6, "k", "v1", 0)]).await;
+        assert_eq!(value(&follower, "k").as_deref(), Some("v3"));
+        assert_eq!(follower.state().sessions.check(&first), known);
     }
 
     /// openraft builds snapshots on a task of its own, so an install from the leader can land
-    /// while a build is being written. The older of the two must not become current: the log
-    /// before the newer one may already be purged, and the next start could not catch up.
+    /// while a build syncs. The build removes the snapshot file only when the engine holds
+    /// what the file holds; an installed file newer than the build's view stays, and the next
+    /// start, should the engine have lost the install, restores from it.
     #[tokio::test]
-    async fn a_build_overtaken_by_an_install_leaves_the_install_current() {
+    async fn a_build_removes_only_a_file_its_durable_state_covers() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (na, nb) = (storage(a.path()), storage(b.path()));
         let mut leader = adapter(&na);
@@ -937,38 +868,40 @@ mod tests {
         )
         .await;
         let newer = leader.build_snapshot().await.unwrap();
+        // Nothing was written to build it: the state is the engine's.
+        assert!(!crate::storage::snapshot_file::path(na.storage.snapshot_dir(), 7).exists());
 
         let mut follower = adapter(&nb);
         apply(&mut follower, vec![put(1, "k", "v"), put(2, "k", "w")]).await;
-        // The build's view is taken and written out, but not yet made current ...
-        let older = SnapshotMeta {
-            last_log_id: Some(log_id::<TypeConfig>(1, 1, 2)),
-            last_membership: StoredMembership::default(),
-        };
-        let bytes = meta_bytes(&older, &Sessions::default()).unwrap();
-        let view = nb.storage.engine().view().unwrap();
-        let snapshots = nb.storage.snapshot_dir().to_path_buf();
-        let built =
-            SnapshotFile::create(&snapshots, 7, &bytes, |out| write_pairs(&view, 7, out)).unwrap();
-        // ... when the install lands.
         follower
             .install_snapshot(&newer.meta, newer.snapshot)
             .await
             .unwrap();
-        let kept = follower.shared.make_current(built, older).unwrap();
-        assert_eq!(kept.meta.last_log_id.map(|l| l.index), Some(3));
-        // Even with the engine lost, the next start restores the newer one.
+        let file = crate::storage::snapshot_file::path(nb.storage.snapshot_dir(), 7);
+        assert!(file.exists());
+        // A build whose view predates the install keeps the installed file ...
+        let older = Some(log_id::<TypeConfig>(1, 1, 2));
+        follower.shared.drop_file_covered_by(older).unwrap();
+        assert!(file.exists());
+        // ... and the next start restores the install from it, even with the engine lost.
         nb.storage.engine().clear_group(7).unwrap();
         drop(follower);
-        let reopened = adapter(&nb);
-        let (applied, _) = reopened.clone().applied_state().await.unwrap();
+        let mut reopened = adapter(&nb);
+        let (applied, _) = reopened.applied_state().await.unwrap();
         assert_eq!(applied.map(|l| l.index), Some(3));
         assert_eq!(value(&reopened, "k").as_deref(), Some("x"));
-        // The discarded build left no temporary file behind.
-        let names: Vec<String> = std::fs::read_dir(&snapshots)
+        // A build at or past the install removes it: the engine now holds it durably.
+        let current = reopened.build_snapshot().await.unwrap();
+        assert_eq!(current.meta.last_log_id.map(|l| l.index), Some(3));
+        assert!(!file.exists());
+        // Sending writes a temporary copy, removed once it is dropped.
+        let sent = current.snapshot.into_file().unwrap();
+        assert!(!sent.is_empty());
+        drop(sent);
+        let names: Vec<String> = std::fs::read_dir(nb.storage.snapshot_dir())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+        assert!(names.is_empty(), "{names:?}");
     }
 }

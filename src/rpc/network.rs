@@ -238,7 +238,7 @@ fn streaming(e: RPCError<TypeConfig>) -> StreamingError<TypeConfig> {
 }
 
 impl RaftNetworkV2<TypeConfig> for GroupNetwork {
-    type SnapshotData = crate::storage::snapshot_file::SnapshotFile;
+    type SnapshotData = crate::raft::snapshot_data::SnapshotData;
 
     async fn append_entries(
         &mut self,
@@ -276,13 +276,27 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let mut cancel = std::pin::pin!(cancel);
+        let Snapshot { meta, snapshot } = snapshot;
+        // A view of the engine is written out first, on a blocking thread of the group.
+        let write = self
+            .owner
+            .spawn_blocking("snapshot-write", move || snapshot.into_file());
+        let file = tokio::select! {
+            closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+            written = write => match written {
+                Ok(Ok(file)) => file,
+                Ok(Err(e)) => return Err(StreamingError::Network(NetworkError::new(&e))),
+                Err(e) => return Err(StreamingError::Network(NetworkError::new(&e))),
+            },
+        };
         // Snapshots are rare and slow: always worth a (root) span.
         let span = tracing::info_span!(
             "raft.send_snapshot",
             otel.kind = "client",
             group = self.group,
             target = self.target,
-            bytes = snapshot.snapshot.len(),
+            bytes = file.len(),
         );
         let client = match &self.client {
             Ok(c) => c.alone.clone(),
@@ -296,11 +310,19 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
             Direction::Outbound,
             format!("{} send_snapshot", self.target),
         );
-        let ttl = sized_ttl(option.hard_ttl(), snapshot.snapshot.len() as usize);
+        let ttl = sized_ttl(option.hard_ttl(), file.len() as usize);
         let started = std::time::Instant::now();
-        let send =
-            snapshot_stream::send(client, &self.owner, self.group, vote, snapshot, ttl, &span)
-                .instrument(span.clone());
+        let send = snapshot_stream::send(
+            client,
+            &self.owner,
+            self.group,
+            vote,
+            meta,
+            file,
+            ttl,
+            &span,
+        )
+        .instrument(span.clone());
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             r = send => self.outcome(r, started, RPCTypes::InstallSnapshot).map_err(streaming),

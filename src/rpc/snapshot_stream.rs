@@ -17,6 +17,7 @@ use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
 use crate::ledger::Owner;
+use crate::raft::snapshot_data::SnapshotData;
 use crate::raft::state_machine::Snapshot;
 use crate::raft::types::{GroupId, SnapshotMeta, TypeConfig, Vote};
 use crate::rpc::client::{self, CallError};
@@ -38,20 +39,23 @@ const PIECE_TIMEOUT: Duration = Duration::from_secs(30);
 /// metadata, and the file's length.
 type Header = (Vote, SnapshotMeta, u64);
 
-/// Sends `snapshot` of `group` to the peer behind `client`, within `timeout`; file reads run
-/// on `owner`'s blocking threads. Returns the follower's answer to the install.
+/// Sends snapshot `file` of `group`, described by `meta`, to the peer behind `client`, within
+/// `timeout`; file reads run on `owner`'s blocking threads. Returns the follower's answer to
+/// the install.
+#[allow(clippy::too_many_arguments)]
 pub async fn send(
     mut client: RaftServiceClient<Channel>,
     owner: &Owner,
     group: GroupId,
     vote: Vote,
-    snapshot: Snapshot,
+    meta: SnapshotMeta,
+    file: SnapshotFile,
     timeout: Duration,
     span: &tracing::Span,
 ) -> Result<SnapshotResponse<TypeConfig>, CallError> {
-    let file = Arc::new(snapshot.snapshot);
+    let file = Arc::new(file);
     let len = file.len();
-    let header: Header = (vote, snapshot.meta, len);
+    let header: Header = (vote, meta, len);
     let header = codec::encode(&header).map_err(CallError::Status)?;
     // A read that fails ends the stream early; the follower then refuses the short file, and
     // this side reports the read's own error rather than that refusal.
@@ -168,7 +172,7 @@ pub(crate) async fn receive(
     let file = blocking(move || file.finish()).await?;
     let snapshot = Snapshot {
         meta,
-        snapshot: file,
+        snapshot: SnapshotData::File(file),
     };
     let installed = raft
         .install_full_snapshot(vote, snapshot)

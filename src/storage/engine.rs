@@ -260,6 +260,12 @@ impl Engine {
         Ok(removed)
     }
 
+    /// Makes everything committed so far durable (one fsync of the journal): a snapshot's
+    /// point, behind which openraft may purge the log. Blocking.
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.hold()?.db.persist(PersistMode::SyncAll).map_err(io)
+    }
+
     /// Bytes the engine holds on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.hold()

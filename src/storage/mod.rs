@@ -12,6 +12,7 @@ pub mod engine;
 pub mod policy;
 pub mod record;
 pub mod snapshot_file;
+pub mod snapshot_payload;
 pub mod wal;
 
 use std::collections::BTreeSet;
