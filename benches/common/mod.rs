@@ -62,6 +62,17 @@ pub fn start_cluster_of(
     groups: &str,
     env: &[(String, String)],
 ) -> Vec<Node> {
+    start_cluster_with(binary, dir, groups, env, &[])
+}
+
+/// Like [`start_cluster_of`], with `extra` flags for every node.
+pub fn start_cluster_with(
+    binary: &Path,
+    dir: &Path,
+    groups: &str,
+    env: &[(String, String)],
+    extra: &[String],
+) -> Vec<Node> {
     let grpc: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let peers = ServeArgs::peers_of(&grpc);
     let groups: Vec<u64> = groups
@@ -83,7 +94,10 @@ pub fn start_cluster_of(
                     std::env::var("BENCH_ELECTION_MS").unwrap_or_else(|_| "1000".into()),
                     "--heartbeat-ms".into(),
                     std::env::var("BENCH_HEARTBEAT_MS").unwrap_or_else(|_| "100".into()),
-                ],
+                ]
+                .into_iter()
+                .chain(extra.iter().cloned())
+                .collect(),
             };
             let log_dir = dir.join(format!("node{id}"));
             let args = serve.to_args();

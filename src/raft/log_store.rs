@@ -3,13 +3,18 @@
 
 use std::fmt::Debug;
 use std::io;
-use std::ops::RangeBounds;
+use std::ops::{Bound, RangeBounds};
+
+use futures::{Stream, StreamExt};
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
 use crate::raft::types::{Entry, GroupId, LogId, TypeConfig, Vote};
 use crate::storage::Storage;
+
+/// The bytes of entries the apply path reads at a time (at least one entry).
+const APPLY_READ_BYTES: usize = 8 << 20;
 
 #[derive(Clone)]
 pub struct GroupLogStore {
@@ -46,6 +51,45 @@ impl RaftLogReader<TypeConfig> for GroupLogStore {
     ) -> Result<Vec<Entry>, io::Error> {
         self.storage
             .entries_limited(self.group, start, end, self.max_append_bytes)
+    }
+
+    /// The apply path reads committed entries through this: in pieces bounded by bytes, so
+    /// that applying thousands of large entries (a restart, a follower catching up) never
+    /// holds them all in memory at once, as reading the whole range would.
+    async fn entries_stream<RB>(
+        &mut self,
+        range: RB,
+    ) -> impl Stream<Item = Result<Entry, io::Error>> + OptionalSend
+    where
+        RB: RangeBounds<u64> + Clone + Debug + OptionalSend,
+    {
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => s.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&e) => e.saturating_add(1),
+            Bound::Excluded(&e) => e,
+            Bound::Unbounded => u64::MAX,
+        };
+        let (storage, group) = (self.storage.clone(), self.group);
+        futures::stream::unfold(Some(start), move |next| {
+            let storage = storage.clone();
+            async move {
+                let from = next.filter(|&n| n < end)?;
+                match storage.entries_limited(group, from, end, APPLY_READ_BYTES) {
+                    Ok(piece) => {
+                        let last = piece.last().map(|e| e.log_id.index)?;
+                        let items = piece.into_iter().map(Ok).collect::<Vec<_>>();
+                        Some((futures::stream::iter(items), Some(last + 1)))
+                    }
+                    // The error ends the stream after it is reported.
+                    Err(e) => Some((futures::stream::iter(vec![Err(e)]), None)),
+                }
+            }
+        })
+        .flatten()
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {

@@ -644,35 +644,47 @@ impl Writer {
         if !due && !self.rewrite {
             return;
         }
-        let items = {
+        // The plan is made under the index lock and reads nothing; the items are read back
+        // from the old segments one at a time as they are written, without the lock. Only
+        // this thread deletes segments, so every planned place stays readable meanwhile.
+        let plan = {
             let index = lock(&self.inner.index);
-            let mut files = SegmentFiles::new(&self.inner.wal_dir);
-            let mut read = |at: wal::ItemPos| wal::read_item(files.get(at.seq)?, at);
-            let erased: io::Result<Vec<record::Encoded>> = index
+            let erased: io::Result<Vec<record::Planned>> = index
                 .dump_erased()
                 .iter()
-                .map(|r| Ok((r.encode().map_err(io::Error::other)?, None)))
+                .map(|r| {
+                    Ok((
+                        record::Source::Bytes(r.encode().map_err(io::Error::other)?),
+                        None,
+                    ))
+                })
                 .collect();
             erased.and_then(|mut items| {
                 for (g, log) in &index.groups {
-                    items.extend(log.dump(*g, &mut read)?);
+                    items.extend(log.plan(*g)?);
                 }
                 Ok(items)
             })
         };
-        let items = match items {
-            Ok(items) => items,
+        let plan = match plan {
+            Ok(plan) => plan,
             Err(e) => {
                 // Not again until the WAL has doubled.
                 self.last_checkpoint = total;
                 self.rewrite = false;
-                tracing::error!(error = %e, "cannot gather a WAL checkpoint; keeping old segments");
+                tracing::error!(error = %e, "cannot plan a WAL checkpoint; keeping old segments");
                 return;
             }
         };
-        let size: u64 = items.iter().map(|(p, _)| p.len() as u64 + 12).sum();
+        let size: u64 = plan
+            .iter()
+            .map(|(source, _)| match source {
+                record::Source::Bytes(b) => b.len() as u64 + 12,
+                record::Source::At(at) => u64::from(at.len) + 12,
+            })
+            .sum();
         let inner = self.inner.clone();
-        let keys: Vec<_> = items.iter().map(|(_, e)| *e).collect();
+        let keys: Vec<_> = plan.iter().map(|(_, e)| *e).collect();
         // The entries' new places are known before the old segments go, so that readers
         // look for them there.
         let moved = move |places: &[wal::ItemPos]| {
@@ -682,19 +694,28 @@ impl Writer {
                 .filter_map(|(e, at)| Some(((*e)?, *at)));
             lock(&inner.index).place(placed, true);
         };
-        match self
-            .wal
-            .checkpoint(items.iter().map(|(p, _)| p.as_slice()), moved)
-        {
+        let wal_dir = self.inner.wal_dir.clone();
+        let mut files = SegmentFiles::new(&wal_dir);
+        let items = plan.iter().map(|(source, _)| match source {
+            record::Source::Bytes(b) => Ok(std::borrow::Cow::Borrowed(b.as_slice())),
+            record::Source::At(at) => files
+                .get(at.seq)
+                .and_then(|f| wal::read_item(f, *at))
+                .map(std::borrow::Cow::Owned)
+                .map_err(|e| {
+                    let path = wal::segment_path(&wal_dir, at.seq);
+                    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                }),
+        });
+        match self.wal.checkpoint_from(items, moved) {
             Ok(()) => {
                 self.last_checkpoint = size;
                 self.rewrite = false;
                 tracing::info!(before_bytes = total, after_bytes = size, "WAL checkpointed");
             }
             Err(e) => {
-                // Not again until the WAL has doubled: each attempt gathers the whole live
-                // state under the index lock, which stalls every group. Entries of older
-                // formats wait for that one too.
+                // Not again until the WAL has doubled: each attempt rewrites the whole live
+                // state. Entries of older formats wait for that one too.
                 self.last_checkpoint = total;
                 self.rewrite = false;
                 tracing::error!(error = %e, "WAL checkpoint failed; keeping old segments")

@@ -101,6 +101,17 @@ pub struct GroupLog {
 /// record is written).
 pub type Encoded = (Vec<u8>, Option<(GroupId, LogId)>);
 
+/// Where a checkpoint takes one item from.
+pub enum Source {
+    /// Encoded here: a group's state, or an entry not yet written.
+    Bytes(Vec<u8>),
+    /// Read back from its place in an old segment, when it is written out.
+    At(ItemPos),
+}
+
+/// One item of a checkpoint's plan, and the entry it holds, if any.
+pub type Planned = (Source, Option<(GroupId, LogId)>);
+
 impl GroupLog {
     pub fn last_log_id(&self) -> Option<LogId> {
         self.entries
@@ -113,12 +124,11 @@ impl GroupLog {
     /// The items that recreate this group's state from nothing (used by checkpoints): cached
     /// entries are encoded, the others read back whole by `item` from where they lie. The
     /// erased marks come first ([`Index::dump_erased`]), since a drop forgets the group.
-    pub fn dump(
-        &self,
-        group: GroupId,
-        mut item: impl FnMut(ItemPos) -> io::Result<Vec<u8>>,
-    ) -> io::Result<Vec<Encoded>> {
-        let mut out: Vec<Encoded> = Vec::with_capacity(4 + self.entries.len());
+    /// What a checkpoint writes for this group: its state, then each live entry, from its
+    /// place in the WAL where it has one (so that planning reads nothing and copies nothing
+    /// large), else encoded from the cache.
+    pub fn plan(&self, group: GroupId) -> io::Result<Vec<Planned>> {
+        let mut out: Vec<Planned> = Vec::with_capacity(4 + self.entries.len());
         let mut state = vec![Record::Truncate { group, after: None }];
         if let Some(upto) = self.purged {
             state.push(Record::Purge { group, upto });
@@ -133,17 +143,19 @@ impl GroupLog {
             });
         }
         for r in state {
-            out.push((r.encode().map_err(io::Error::other)?, None));
+            out.push((Source::Bytes(r.encode().map_err(io::Error::other)?), None));
         }
         for slot in self.entries.values() {
-            let bytes = match (&slot.entry, slot.at) {
-                (Some(entry), _) => Record::Entry {
-                    group,
-                    entry: entry.clone(),
-                }
-                .encode()
-                .map_err(io::Error::other)?,
-                (None, Some(at)) => item(at)?,
+            let source = match (slot.at, &slot.entry) {
+                (Some(at), _) => Source::At(at),
+                (None, Some(entry)) => Source::Bytes(
+                    Record::Entry {
+                        group,
+                        entry: entry.clone(),
+                    }
+                    .encode()
+                    .map_err(io::Error::other)?,
+                ),
                 (None, None) => {
                     return Err(io::Error::other(format!(
                         "log entry {} of group {group} is neither cached nor written",
@@ -151,7 +163,7 @@ impl GroupLog {
                     )))
                 }
             };
-            out.push((bytes, Some((group, slot.log_id))));
+            out.push((source, Some((group, slot.log_id))));
         }
         Ok(out)
     }
@@ -482,7 +494,7 @@ mod tests {
     }
 
     #[test]
-    fn a_dump_replayed_over_anything_recreates_the_group() {
+    fn a_plan_replayed_over_anything_recreates_the_group() {
         let mut index = Index::default();
         index.apply(append(1, 1..=9, 1));
         index.apply(Record::Purge {
@@ -498,7 +510,10 @@ mod tests {
         // replays the old segments first, then the checkpoint).
         let mut replayed = Index::default();
         replayed.apply(append(1, 1..=20, 1));
-        for (bytes, _) in live.dump(1, |_| panic!("every entry is cached")).unwrap() {
+        for (source, _) in live.plan(1).unwrap() {
+            let Source::Bytes(bytes) = source else {
+                panic!("an entry with no place is planned from the cache");
+            };
             replayed.apply(Record::decode(&bytes).unwrap());
         }
         let got = &replayed.groups[&1];

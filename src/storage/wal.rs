@@ -722,9 +722,22 @@ impl Wal {
     /// Writes `records` (a full dump of live state) into a new segment via tmp + rename,
     /// makes it active, then deletes every older segment. Crash-safe at every step given
     /// idempotent records (see module docs).
+    #[cfg(test)]
     pub fn checkpoint<'a>(
         &mut self,
         records: impl IntoIterator<Item = &'a [u8]>,
+        moved: impl FnOnce(&[ItemPos]),
+    ) -> Result<(), WalError> {
+        self.checkpoint_from(records.into_iter().map(Ok), moved)
+    }
+
+    /// As [`Self::checkpoint`], with items produced one at a time (read back from the old
+    /// segments as they are written), so that a checkpoint holds one frame in memory, not the
+    /// whole live state. An item that cannot be produced fails the checkpoint, which then
+    /// leaves the old segments in place.
+    pub fn checkpoint_from<V: AsRef<[u8]>>(
+        &mut self,
+        records: impl IntoIterator<Item = io::Result<V>>,
         moved: impl FnOnce(&[ItemPos]),
     ) -> Result<(), WalError> {
         self.check_usable()?;
@@ -796,10 +809,10 @@ const CHECKPOINT_FRAME_BYTES: usize = 16 << 20;
 /// Streams items into a fresh segment file `seq`, in frames, and fsyncs it; a checkpoint can
 /// be as large as the whole live state, so it is not staged in memory. Returns the bytes
 /// written and where each item lies.
-fn write_synced_file<'a>(
+fn write_synced_file<V: AsRef<[u8]>>(
     path: &Path,
     seq: u64,
-    items: impl IntoIterator<Item = &'a [u8]>,
+    items: impl IntoIterator<Item = io::Result<V>>,
 ) -> Result<(u64, Vec<ItemPos>), WalError> {
     let mut o = OpenOptions::new();
     let file = o.write(true).create(true).truncate(true).open(path);
@@ -807,28 +820,31 @@ fn write_synced_file<'a>(
     w.write_all(&segment_header()).map_err(io_err(path))?;
     let mut len = SEGMENT_HEADER_LEN as u64;
     let mut positions = Vec::new();
-    let mut frame: Vec<&[u8]> = Vec::new();
+    let mut frame: Vec<V> = Vec::new();
     let mut frame_bytes = 0usize;
-    let mut flush = |frame: &mut Vec<&[u8]>, w: &mut BufWriter<File>| -> Result<(), WalError> {
+    let mut flush = |frame: &mut Vec<V>, w: &mut BufWriter<File>| -> Result<(), WalError> {
         if frame.is_empty() {
             return Ok(());
         }
-        let payload = encode_frame(frame.iter().copied())?;
+        let payload = encode_frame(frame.iter().map(|v| v.as_ref()))?;
         let header = encode_header(&payload)?;
         w.write_all(&header)
             .and_then(|()| w.write_all(&payload))
             .map_err(io_err(path))?;
         let at = len + HEADER_LEN as u64;
-        positions.extend(item_positions(seq, at, frame.drain(..)));
+        positions.extend(item_positions(seq, at, frame.iter().map(|v| v.as_ref())));
+        frame.clear();
         len += (HEADER_LEN + payload.len()) as u64;
         Ok(())
     };
     for item in items {
-        if !frame.is_empty() && frame_bytes + item.len() > CHECKPOINT_FRAME_BYTES {
+        let item = item.map_err(io_err(path))?;
+        let item_len = item.as_ref().len();
+        if !frame.is_empty() && frame_bytes + item_len > CHECKPOINT_FRAME_BYTES {
             flush(&mut frame, &mut w)?;
             frame_bytes = 0;
         }
-        frame_bytes += item.len() + ITEM_HEADER_LEN;
+        frame_bytes += item_len + ITEM_HEADER_LEN;
         frame.push(item);
     }
     flush(&mut frame, &mut w)?;
