@@ -62,15 +62,7 @@ fn aggregate() -> Vec<(String, String)> {
 
 async fn scrape(client: &reqwest::Client, node: &Node) -> Option<(Scrape, Duration, usize)> {
     let t = Instant::now();
-    let text = client
-        .get(format!("http://{}/metrics", node.http))
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = get_text(client, &node.http, "/metrics").await?;
     Some((Scrape::parse(&text), t.elapsed(), text.len()))
 }
 

@@ -35,14 +35,7 @@ async fn sample_rss(client: reqwest::Client, https: Vec<String>, peaks: Arc<Vec<
 }
 
 async fn rss_of(client: &reqwest::Client, http: &str) -> Option<f64> {
-    let text = client
-        .get(format!("http://{http}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = get_text(client, http, "/metrics").await?;
     Some(raftnode::harness::prom::Scrape::parse(&text).sum("process_resident_memory_bytes", &[]))
 }
 
@@ -53,14 +46,8 @@ async fn ready(client: &reqwest::Client, http: &str) -> bool {
 
 /// (applied index, commit index) of `group` on the node behind `http`.
 async fn indexes(client: &reqwest::Client, http: &str, group: u64) -> Option<(u64, u64)> {
-    let v: serde_json::Value = client
-        .get(format!("http://{http}/v1/status"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+    let v: serde_json::Value =
+        serde_json::from_str(&get_text(client, http, "/v1/status").await?).ok()?;
     let g = v["groups"].as_array()?.iter().find(|g| g["id"] == group)?;
     Some((g["applied_index"].as_u64()?, g["commit_index"].as_u64()?))
 }

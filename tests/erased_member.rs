@@ -122,3 +122,50 @@ fn a_purged_replica_cannot_elect_a_stale_member_and_votes_again_once_caught_up()
         e.log_tail(30)
     );
 }
+
+/// A replica erased and added back to an idle group catches up at once, by snapshot: its
+/// leader knew it to hold everything, and would have sent nothing until the group's next
+/// write, so the replica stayed empty for as long as the group was idle.
+#[test]
+fn an_erased_replica_of_an_idle_group_catches_up_without_a_write() {
+    let tuning = Tuning {
+        snapshot_logs: Some(20),
+        snapshot_keep_logs: Some(0),
+        ..Tuning::default()
+    };
+    let cluster = Cluster::start_with(3, &[G], tuning);
+    let leader = cluster.leader_of(G);
+    for i in 0..50 {
+        cluster
+            .node(leader)
+            .put_ok(G, &format!("k{i}"), format!("v{i}"));
+    }
+    let target = cluster
+        .node(leader)
+        .group_status(G)
+        .map(|s| s.commit_index)
+        .unwrap_or(0);
+    let erased = cluster.ids().into_iter().find(|&i| i != leader).unwrap();
+    let e = cluster.node(erased);
+    let r = e.request(Method::DELETE, "/v1/groups/1?purge=true", None, None);
+    assert_eq!(r.status, 200, "purge: {r}");
+    let r = e.request(Method::PUT, "/v1/groups/1?rejoin=true", None, None);
+    assert!(r.status == 200 || r.status == 201, "add again: {r}");
+    let caught_up = wait_until(Duration::from_secs(30), || {
+        e.group_status(G).is_some_and(|s| s.applied_index >= target)
+    });
+    assert!(
+        caught_up,
+        "the erased replica applied {:?} of {target} with no write to the group\n{}",
+        e.group_status(G).map(|s| s.applied_index),
+        e.log_tail(30)
+    );
+    for i in [0, 25, 49] {
+        let r = e.get_mode(G, &format!("k{i}"), "local");
+        assert_eq!(
+            (r.status, r.text()),
+            (200, format!("v{i}")),
+            "k{i} on node {erased}"
+        );
+    }
+}

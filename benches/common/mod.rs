@@ -216,3 +216,16 @@ pub async fn metric(client: &reqwest::Client, node: &Node, name: &str) -> f64 {
         .expect("scrape body");
     Scrape::parse(&text).sum(name, &[])
 }
+
+/// The body of `GET http://<http><path>`, if the node answers.
+pub async fn get_text(client: &reqwest::Client, http: &str, path: &str) -> Option<String> {
+    client
+        .get(format!("http://{http}{path}"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
+}

@@ -190,11 +190,18 @@ impl NodeCore {
             }
         }
         let started = self.start_group_serialized(id, explicit).await?;
-        // Its leader may sleep without it (it did not run here when asked): wake the group
-        // on the other members, so that the leader catches this replica up now, not at the
-        // group's next write.
-        if let Some(g) = started.as_ref().filter(|g| g.is_quiesced()) {
-            self.wake_members(g, self.config.election_timeout()).await;
+        // Its leader may sleep without it (it did not run here when asked, or its data was
+        // erased here and the leader's replication to it gave up): wake the group on the
+        // other members, so that the leader catches this replica up now, not at the group's
+        // next write. An idle group would otherwise leave a re-added replica empty for ever.
+        if let Some(g) = started.as_ref() {
+            let bound = self.config.election_timeout();
+            if g.is_erased() {
+                let me = self.node_id();
+                self.tell_members::<rpc::Erased>(g, &me, bound).await;
+            } else if g.is_quiesced() {
+                self.wake_members(g, bound).await;
+            }
         }
         Ok(started.is_some())
     }
@@ -599,6 +606,16 @@ impl NodeCore {
     /// Wakes `g`'s replicas on the other members, bounded by `bound`: when this node stops
     /// hosting a group and stays alive, their liveness probes would never wake them.
     async fn wake_members(&self, g: &Group, bound: Duration) {
+        self.tell_members::<rpc::Ping>(g, &(), bound).await;
+    }
+
+    /// Sends `req` for group `g` to every other member, within `bound`; answers are ignored.
+    async fn tell_members<M: crate::rpc::methods::Rpc>(
+        &self,
+        g: &Group,
+        req: &M::Request,
+        bound: Duration,
+    ) {
         let m = g.raft.metrics().borrow_watched().clone();
         let me = self.node_id();
         let mut members: Vec<(NodeId, String)> = m
@@ -613,10 +630,10 @@ impl NodeCore {
         if m.membership_config.membership().nodes().next().is_none() {
             members = self.config.other_peers();
         }
-        let wakes = members
+        let calls = members
             .iter()
-            .map(|(id, addr)| self.call_peer::<rpc::Ping>(*id, addr, g.id, &(), bound));
-        let _ = tokio::time::timeout(bound, futures::future::join_all(wakes)).await;
+            .map(|(id, addr)| self.call_peer::<M>(*id, addr, g.id, req, bound));
+        let _ = tokio::time::timeout(bound, futures::future::join_all(calls)).await;
     }
 
     /// Sends `M` for `group` to the leader at `addr` over its shared channel.

@@ -17,7 +17,7 @@ use serde::Serialize;
 use tonic::Status;
 
 use crate::raft::state_machine::Raft;
-use crate::raft::types::{GroupId, Proposal, TypeConfig};
+use crate::raft::types::{GroupId, NodeId, Proposal, TypeConfig};
 use crate::rpc::codec;
 pub use crate::rpc::messages::{
     PingReply, Proposed, QuiesceAnswer, QuiesceRequest, ReadIndexGrant, ReadIndexRequest, Refusal,
@@ -243,6 +243,20 @@ raft_methods! {
                 let _ = ctx.router.raft(ctx.group, true);
             }
             Ok(Ok(PingReply { serving: ctx.router.serving() }))
+        };
+    /// A member whose replica of the group was erased and added back, to the group's leader:
+    /// replicate to it from the beginning. The leader's record of what that member holds is
+    /// otherwise stale (it held everything), so it would send nothing until the group's next
+    /// write showed the gap, and an idle group would leave the replica empty. Any other
+    /// member ignores it, and wakes the group.
+    Erased = 10, "erased", span "raft.erased", Never,
+        NodeId => (),
+        |ctx, from| async move {
+            if let Some(raft) = ctx.router.raft(ctx.group, true) {
+                // Refused when this node does not lead: nothing to do then.
+                let _ = raft.trigger().allow_next_revert(&from, true).await;
+            }
+            Ok(Ok(()))
         };
 }
 

@@ -65,6 +65,10 @@ pub struct Tuning {
     pub shutdown_grace_ms: Option<u64>,
     pub max_value_bytes: Option<u64>,
     pub max_key_bytes: Option<u64>,
+    /// `--log-cache-bytes`: log entries kept in memory.
+    pub log_cache_bytes: Option<u64>,
+    /// `--state-cache-bytes`: the state engine's block cache.
+    pub state_cache_bytes: Option<u64>,
 }
 
 impl Default for Tuning {
@@ -78,6 +82,8 @@ impl Default for Tuning {
             shutdown_grace_ms: None,
             max_value_bytes: None,
             max_key_bytes: None,
+            log_cache_bytes: None,
+            state_cache_bytes: None,
         }
     }
 }
@@ -92,6 +98,8 @@ impl Tuning {
             ("--shutdown-grace-ms", self.shutdown_grace_ms),
             ("--max-value-bytes", self.max_value_bytes),
             ("--max-key-bytes", self.max_key_bytes),
+            ("--log-cache-bytes", self.log_cache_bytes),
+            ("--state-cache-bytes", self.state_cache_bytes),
         ];
         let mut args = Vec::new();
         for (flag, value) in flags {
