@@ -60,27 +60,23 @@ fn a_node_killed_with_twenty_times_its_caches_in_data_serves_all_of_it_again() {
             leader.group_status(g).map(|s| s.commit_index).unwrap_or(0)
         })
         .collect();
-    let caught_up = wait_until(Duration::from_secs(30), || {
-        GROUPS
-            .iter()
-            .zip(&targets)
-            .all(|(&g, &t)| node.group_status(g).is_some_and(|s| s.applied_index >= t))
-    });
+    let applied_all = |within: u64| {
+        wait_until(Duration::from_secs(within), || {
+            GROUPS
+                .iter()
+                .zip(&targets)
+                .all(|(&g, &t)| node.group_status(g).is_some_and(|s| s.applied_index >= t))
+        })
+    };
     assert!(
-        caught_up,
+        applied_all(30),
         "node {victim} did not apply everything before the kill"
     );
     node.sigkill();
     node.restart();
     node.wait_ready(READY_TIMEOUT);
-    let caught_up = wait_until(Duration::from_secs(60), || {
-        GROUPS
-            .iter()
-            .zip(&targets)
-            .all(|(&g, &t)| node.group_status(g).is_some_and(|s| s.applied_index >= t))
-    });
     assert!(
-        caught_up,
+        applied_all(60),
         "node {victim} did not apply its log again after the restart"
     );
 
