@@ -208,6 +208,13 @@ async fn run_until_signalled(settings: Settings) -> ExitCode {
 
     let grace = Duration::from_millis(settings.node.shutdown_grace_ms);
     let leak_deadline = Duration::from_millis(settings.node.leak_deadline_ms);
+    // The process's own allocator upkeep, stopped before the node so that its verdict is the
+    // node's alone.
+    let allocator = ledger.root(OwnerKind::Node, "allocator");
+    allocator.spawn(
+        "malloc-trim",
+        raftnode::allocator::trim_periodically(allocator.clone()),
+    );
     let start = raftnode::kv::node_builder(settings.kv)
         .config(settings.node.clone())
         .ledger(ledger)
@@ -237,6 +244,9 @@ async fn run_until_signalled(settings: Settings) -> ExitCode {
     signalled().await;
     tracing::info!("signal received: shutting down gracefully (send again to exit at once)");
     let stopping = tokio::time::Instant::now();
+    if let Some(leak) = allocator.stop(leak_deadline).await {
+        tracing::error!(leak = ?leak, "the allocator upkeep did not stop");
+    }
     let stop = node.stop();
     let result = tokio::select! {
         r = stop => r,
