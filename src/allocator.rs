@@ -43,7 +43,7 @@ pub fn tune() {
 }
 
 /// Hands the heap pages that are free back to the OS (glibc's `malloc_trim`). It walks the
-/// heaps, so it runs on a blocking thread.
+/// heaps, so it runs on a thread of its own.
 pub fn trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free pages; it is safe to call from any thread.
@@ -52,13 +52,25 @@ pub fn trim() {
     }
 }
 
-/// Trims every [`TRIM_EVERY`] on `owner`'s blocking threads, until `owner` stops.
-pub async fn trim_periodically(owner: Owner) {
-    loop {
-        tokio::select! {
-            _ = owner.token().cancelled() => return,
-            _ = tokio::time::sleep(TRIM_EVERY) => {}
+/// Starts the thread that trims every [`TRIM_EVERY`] until `owner` stops. One thread for the
+/// process's life: a blocking-pool thread per trim would come and go, and the thread count
+/// that leak checks compare across restarts would flicker with it.
+pub fn start_trimming(owner: &Owner) -> std::io::Result<()> {
+    let token = owner.token().clone();
+    owner.spawn_thread("rn-malloc-trim", move || {
+        // Polled, so that a stop is seen within 100 ms.
+        let step = Duration::from_millis(100);
+        loop {
+            let mut waited = Duration::ZERO;
+            while waited < TRIM_EVERY {
+                if token.is_cancelled() {
+                    return;
+                }
+                std::thread::sleep(step);
+                waited += step;
+            }
+            trim();
         }
-        let _ = owner.spawn_blocking("malloc-trim", trim).await;
-    }
+    })?;
+    Ok(())
 }

@@ -211,10 +211,10 @@ async fn run_until_signalled(settings: Settings) -> ExitCode {
     // The process's own allocator upkeep, stopped before the node so that its verdict is the
     // node's alone.
     let allocator = ledger.root(OwnerKind::Node, "allocator");
-    allocator.spawn(
-        "malloc-trim",
-        raftnode::allocator::trim_periodically(allocator.clone()),
-    );
+    if let Err(e) = raftnode::allocator::start_trimming(&allocator) {
+        eprintln!("raftnode: cannot start the allocator's trim thread: {e}");
+        return ExitCode::from(1);
+    }
     let start = raftnode::kv::node_builder(settings.kv)
         .config(settings.node.clone())
         .ledger(ledger)
