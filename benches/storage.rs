@@ -52,6 +52,12 @@ async fn indexes(client: &reqwest::Client, http: &str, group: u64) -> Option<(u6
     Some((g["applied_index"].as_u64()?, g["commit_index"].as_u64()?))
 }
 
+/// Sends a group admin request and insists that it succeeds.
+async fn group_op(request: reqwest::RequestBuilder) {
+    let r = request.send().await.expect("group admin request");
+    assert!(r.status().is_success(), "{}: {}", r.url(), r.status());
+}
+
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 20) as f64
 }
@@ -202,23 +208,13 @@ async fn measure(
     let leader = leader_of(client, nodes, g).await;
     let erased = (leader + 1) % 3;
     let http = nodes[erased].http.clone();
-    let r = client
-        .delete(format!("http://{http}/v1/groups/{g}?purge=true"))
-        .send()
-        .await
-        .expect("purge");
-    assert!(r.status().is_success(), "purge: {}", r.status());
+    group_op(client.delete(format!("http://{http}/v1/groups/{g}?purge=true"))).await;
     let target = indexes(client, &nodes[leader].http, g)
         .await
         .map(|(_, c)| c)
         .unwrap_or(0);
     let started = Instant::now();
-    let r = client
-        .put(format!("http://{http}/v1/groups/{g}?rejoin=true"))
-        .send()
-        .await
-        .expect("rejoin");
-    assert!(r.status().is_success(), "rejoin: {}", r.status());
+    group_op(client.put(format!("http://{http}/v1/groups/{g}?rejoin=true"))).await;
     loop {
         if let Some((applied, _)) = indexes(client, &http, g).await {
             if applied >= target {

@@ -33,12 +33,8 @@ use crate::state::{Batch, Reader};
 use crate::state_machine::ErasedStateMachine;
 use crate::storage::engine::{key, Engine, WriteSet, TAG_DATA, TAG_RECORD, TAG_SESSION};
 use crate::storage::snapshot_file::SnapshotFile;
-use crate::storage::snapshot_payload::{read_pairs, Payload};
+use crate::storage::snapshot_payload::{invalid, read_pairs, Payload};
 use crate::storage::Storage;
-
-fn invalid(e: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
-}
 
 /// The applied state of one group, as kept in memory next to the engine.
 struct Applied {

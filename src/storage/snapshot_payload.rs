@@ -15,7 +15,8 @@ pub enum Payload {
     KvCountedPairs,
 }
 
-fn invalid(e: impl std::fmt::Display) -> io::Error {
+/// An `InvalidData` error: bytes read back from a file or the engine that do not decode.
+pub fn invalid(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
 
