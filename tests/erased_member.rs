@@ -10,8 +10,17 @@ use std::time::{Duration, Instant};
 
 const G: u64 = 1;
 
-#[test]
-fn a_purged_replica_cannot_elect_a_stale_member_and_votes_again_once_caught_up() {
+/// A group whose leader and `eraser` acknowledged writes that `stale` misses, with the leader
+/// and `stale` stopped: what is left to erase `eraser`'s copy and try to elect `stale`.
+struct Stage {
+    cluster: Cluster,
+    leader: u64,
+    stale: u64,
+    eraser: u64,
+    acked: Vec<(String, String)>,
+}
+
+fn stage() -> Stage {
     let tuning = Tuning {
         snapshot_logs: Some(1_000_000),
         ..Tuning::default()
@@ -42,28 +51,21 @@ fn a_purged_replica_cannot_elect_a_stale_member_and_votes_again_once_caught_up()
         })
         .collect();
     assert!(cluster.node(leader).sigterm().success());
+    Stage {
+        cluster,
+        leader,
+        stale,
+        eraser,
+        acked,
+    }
+}
 
-    // `eraser` loses its copy of the group, and runs it again, empty.
-    let e = cluster.node(eraser);
-    let r = e.request(Method::DELETE, "/v1/groups/1?purge=true", None, None);
-    assert_eq!(r.status, 200, "purge: {r}");
-    assert!(r.text().contains("votes for nobody"), "purge: {r}");
-    // Added again without saying how, it is refused with an error that says what to do.
-    let r = e.request(Method::PUT, "/v1/groups/1", None, None);
-    assert_error(&r, 409, "purged");
-    assert!(r.text().contains("?rejoin=true"), "{r}");
-    let r = e.request(Method::PUT, "/v1/groups/1?rejoin=true", None, None);
-    assert!(r.status == 200 || r.status == 201, "add again: {r}");
-    assert_eq!(
-        r.json()["erased"],
-        serde_json::json!(true),
-        "add again: {r}"
-    );
-
-    // With only the stale member and the erased one running, nobody may be elected: the
-    // stale member would lead without the acknowledged writes.
-    cluster.node(stale).start();
-    cluster.node(stale).wait_ready(READY_TIMEOUT);
+/// With `stale` started beside the erased replica, nobody is elected: `stale` would lead
+/// without the acknowledged writes. Then the member with the data comes back, every
+/// acknowledged write is there, and the erased replica votes again, for good.
+fn nobody_stale_is_elected_until_the_data_returns(s: &Stage) {
+    let (cluster, e) = (&s.cluster, s.cluster.node(s.eraser));
+    let (stale, eraser, leader) = (s.stale, s.eraser, s.leader);
     // The stale member wakes once it finds the leader's node gone, then campaigns: watch
     // until the erased replica has refused it, and a few election timeouts more.
     let refused = || {
@@ -96,7 +98,7 @@ fn a_purged_replica_cannot_elect_a_stale_member_and_votes_again_once_caught_up()
     cluster.node(leader).start();
     let now = cluster.leader_among(G, &cluster.ids());
     println!("node {now} leads after the member with the data came back");
-    for (k, v) in &acked {
+    for (k, v) in &s.acked {
         for id in [stale, eraser] {
             let r = cluster.node(id).get_retry(G, k, "linearizable");
             assert_eq!((r.status, r.text()), (200, v.clone()), "{k} on node {id}");
@@ -121,6 +123,65 @@ fn a_purged_replica_cannot_elect_a_stale_member_and_votes_again_once_caught_up()
         "the erased mark outlived the catch-up\n{}",
         e.log_tail(30)
     );
+}
+
+#[test]
+fn a_purged_replica_cannot_elect_a_stale_member_and_votes_again_once_caught_up() {
+    let s = stage();
+    // `eraser` loses its copy of the group, and runs it again, empty.
+    let e = s.cluster.node(s.eraser);
+    let r = e.request(Method::DELETE, "/v1/groups/1?purge=true", None, None);
+    assert_eq!(r.status, 200, "purge: {r}");
+    assert!(r.text().contains("votes for nobody"), "purge: {r}");
+    // Added again without saying how, it is refused with an error that says what to do.
+    let r = e.request(Method::PUT, "/v1/groups/1", None, None);
+    assert_error(&r, 409, "purged");
+    assert!(r.text().contains("?rejoin=true"), "{r}");
+    let r = e.request(Method::PUT, "/v1/groups/1?rejoin=true", None, None);
+    assert!(r.status == 200 || r.status == 201, "add again: {r}");
+    assert_eq!(
+        r.json()["erased"],
+        serde_json::json!(true),
+        "add again: {r}"
+    );
+    let stale = s.cluster.node(s.stale);
+    stale.start();
+    stale.wait_ready(READY_TIMEOUT);
+    nobody_stale_is_elected_until_the_data_returns(&s);
+}
+
+/// The same, when `eraser`'s whole volume is lost: killed, its data dir deleted, restarted
+/// under the same id on an empty one. Its peers knew it by its old data dir, so it learns
+/// that its data was wiped before any of its groups runs.
+#[test]
+fn a_node_restarted_on_a_wiped_volume_cannot_elect_a_stale_member() {
+    let s = stage();
+    let e = s.cluster.node(s.eraser);
+    e.sigkill();
+    std::fs::remove_dir_all(&e.data_dir).expect("wipe the data dir");
+    e.start();
+    // With both of its peers down, it cannot tell a wiped volume from a new one: it waits.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_ne!(
+        e.readyz(),
+        200,
+        "ready before any peer answered\n{}",
+        e.log_tail(20)
+    );
+    let stale = s.cluster.node(s.stale);
+    stale.start();
+    stale.wait_ready(READY_TIMEOUT);
+    e.wait_ready(READY_TIMEOUT);
+    let log = e.run_stdout() + &e.run_stderr();
+    assert!(
+        log.contains(&format!(
+            "node {} knew this node by another data dir",
+            s.stale
+        )),
+        "the wiped node did not learn it was wiped\n{}",
+        e.log_tail(30)
+    );
+    nobody_stale_is_elected_until_the_data_returns(&s);
 }
 
 /// A replica erased and added back to an idle group catches up at once, by snapshot: its

@@ -54,7 +54,7 @@ pub fn lock(dir: &Path) -> Result<DirLock, NodeError> {
 }
 
 /// Writes `text` to `dir/name` durably: a temporary file, fsynced, renamed, the dir fsynced.
-fn write_durably(dir: &Path, name: &str, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_durably(dir: &Path, name: &str, text: &str) -> std::io::Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     let mut f = fs::File::create(&tmp)?;
     f.write_all(text.as_bytes())?;

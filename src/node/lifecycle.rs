@@ -1,7 +1,8 @@
 //! What starts, in what order, and how it stops.
 //!
 //! Start: data dir lock → storage → listeners bound → peers and groups' dependencies → the
-//! shared RPC server → the HTTP server → the quiescer → groups → the leader balancer → ready.
+//! shared RPC server → the HTTP server → the quiescer → on a new data dir, the peers' word on
+//! whether it was wiped ([`meet`]) → groups → the leader balancer → ready.
 //!
 //! Stop (each phase within its budget from [`plan::node_stop`]): not ready (the balancer
 //! stopped) → leadership handed
@@ -26,10 +27,11 @@ use crate::node::config::{NodeConfig, MAX_MESSAGE_BYTES};
 use crate::node::data_dir;
 use crate::node::error::NodeError;
 use crate::node::handle::{Node, Running, Servers};
+use crate::node::incarnation::Incarnations;
 use crate::node::plan::{self, Phase};
 use crate::node::shared::{CoreParts, NodeCore};
 use crate::node::types::StopReport;
-use crate::node::{api, balancer, collector, quiescer};
+use crate::node::{api, balancer, collector, meet, quiescer};
 use crate::rpc::batcher::BatchLimits;
 use crate::rpc::network::NetworkDeps;
 use crate::rpc::peers::{Batching, Peers};
@@ -83,6 +85,7 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
     // 1. The data dir, then storage.
     let lock = data_dir::lock(&config.data_dir)?;
     let fresh = data_dir::check_identity(&config.data_dir, config.node_id)?;
+    let incarnations = Incarnations::open(&config.data_dir, fresh)?;
     let storage_owner = node.child(OwnerKind::Storage, "main");
     let (storage, report) = Storage::open(
         StorageOptions {
@@ -148,6 +151,7 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
         deps,
         rpc_metrics,
         fresh,
+        incarnations,
         factory,
     });
     let servers = Arc::new(Servers {
@@ -212,6 +216,11 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
                 r.quiescer = Some(owner);
             }
         }
+        // A new data dir may be a wiped one: the peers say, before any group runs.
+        meet::settle(&core).await?;
+        let stop = core.owner.token().clone();
+        core.owner
+            .spawn("introduce", meet::introduce(Arc::downgrade(&core), stop));
         core.start_groups(&config.groups).await?;
         if let Some(every) = config.leader_balance() {
             let owner = core.owner.child(OwnerKind::Node, "balancer");

@@ -23,6 +23,7 @@ use crate::ledger::{Ledger, Owner, OwnerKind};
 use crate::metrics::RpcMetrics;
 use crate::node::config::{NodeConfig, MAX_MESSAGE_BYTES};
 use crate::node::error::{GroupOpError, RequestError};
+use crate::node::meet;
 use crate::node::pacing;
 use crate::node::plan;
 use crate::node::registry::Registry;
@@ -32,7 +33,8 @@ use crate::raft::state_machine::Raft;
 use crate::raft::types::{GroupId, NodeId, Proposal, Reply, RequestId, TypeConfig};
 use crate::rpc::client::{self, CallError};
 use crate::rpc::methods::{
-    rpc, Proposed, QuiesceAnswer, QuiesceRequest, ReadIndexRequest, Refusal,
+    rpc, Acquaintance, Introduction, Proposed, QuiesceAnswer, QuiesceRequest, ReadIndexRequest,
+    Refusal,
 };
 use crate::rpc::router::Router;
 use crate::rpc::server::{RpcServer, Services};
@@ -88,9 +90,12 @@ pub(crate) struct NodeCore {
     /// balancer's moves share: each wakes groups on several nodes, and together, unpaced, they
     /// loaded a node of ten thousand groups until its peers missed its probe answers.
     pub wakes: std::sync::Mutex<pacing::Pacer>,
-    /// Whether the data dir had no state when this process started: only then may the
-    /// configured groups be bootstrapped, so a restarted node never re-initialises.
-    fresh: bool,
+    /// Whether the data dir had no state when this process started, and no peer knew this
+    /// node by another ([`meet`]): only then may the configured groups be bootstrapped, so a
+    /// restarted node, or one whose volume was wiped, never re-initialises.
+    fresh: AtomicBool,
+    /// This data dir's incarnation, and the peers' as this node knows them.
+    pub(crate) incarnations: crate::node::incarnation::Incarnations,
     factory: MachineFactory,
     snapshot_dir: PathBuf,
     /// The program's own gRPC services, served by every incarnation of the shared server. Set
@@ -112,6 +117,7 @@ pub(crate) struct CoreParts {
     pub deps: GroupDeps,
     pub rpc_metrics: Arc<RpcMetrics>,
     pub fresh: bool,
+    pub incarnations: crate::node::incarnation::Incarnations,
     pub factory: MachineFactory,
 }
 
@@ -130,7 +136,8 @@ impl NodeCore {
             leader_moves: Default::default(),
             liveness: Default::default(),
             wakes,
-            fresh: p.fresh,
+            fresh: p.fresh.into(),
+            incarnations: p.incarnations,
             factory: p.factory,
             snapshot_dir,
             app_routes: std::sync::OnceLock::new(),
@@ -219,7 +226,12 @@ impl NodeCore {
             .copied()
             .partition(|id| self.bootstraps(*id, false));
         let mut first_err = None;
+        let mut erased = Vec::new();
         let mut note = |r: Result<Option<Arc<Group>>, GroupOpError>| match r {
+            Ok(Some(g)) if g.is_erased() => {
+                erased.push(g.clone());
+                Some(g)
+            }
             Ok(g) => g,
             Err(e) => {
                 first_err.get_or_insert(e);
@@ -238,6 +250,16 @@ impl NodeCore {
             let started = self.start_together(batch).await;
             pacer.started(started.into_iter().filter_map(&mut note));
         }
+        // Replicas still erased (a wiped data dir, or a restart before catching up after a
+        // purge) tell their leaders to replicate to them from the beginning, as on an add.
+        let bound = self.config.election_timeout();
+        let me = self.node_id();
+        use futures::StreamExt;
+        futures::stream::iter(&erased)
+            .for_each_concurrent(GROUPS_STARTING_AT_ONCE, |g| {
+                self.tell_members::<rpc::Erased>(g, &me, bound)
+            })
+            .await;
         first_err.map_or(Ok(()), Err)
     }
 
@@ -254,12 +276,17 @@ impl NodeCore {
             .await
     }
 
+    /// Records what the start-up check found this data dir to be ([`meet`]).
+    pub(crate) fn set_fresh(&self, fresh: bool) {
+        self.fresh.store(fresh, Ordering::Release);
+    }
+
     /// Whether this node bootstraps group `id` when it starts it: it is the group's preferred
     /// leader, and the group has no state yet, at the first start of a fresh node or when an
     /// operator creates the group (`explicit`).
     fn bootstraps(&self, id: GroupId, explicit: bool) -> bool {
         // An erased replica joins the group its peers still run; it never starts a new one.
-        (self.fresh || explicit)
+        (self.fresh.load(Ordering::Acquire) || explicit)
             && self.config.is_bootstrapper(id)
             && !self.deps.storage.has_group(id)
             && !self.deps.storage.is_erased(id)
@@ -546,17 +573,15 @@ impl NodeCore {
         group: GroupId,
         req: &M::Request,
         timeout: Duration,
-    ) -> Result<M::Response, String> {
+    ) -> Result<M::Response, CallError> {
         let channel = self
             .deps
             .network
             .peers
             .channel(to, addr)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| CallError::Remote(e.to_string()))?;
         let mut c = client::client(channel, MAX_MESSAGE_BYTES);
-        client::call::<M>(&mut c, group, req, timeout, &tracing::Span::none())
-            .await
-            .map_err(|e| e.to_string())
+        client::call::<M>(&mut c, group, req, timeout, &tracing::Span::none()).await
     }
 
     /// Asks openraft to hand `g`'s leadership to `to`, waking the group here first (it is
@@ -732,6 +757,10 @@ impl Router for NodeCore {
 
     fn serving(&self) -> bool {
         self.lifecycle.is_ready()
+    }
+
+    fn meet(&self, intro: Introduction) -> Result<Acquaintance, String> {
+        meet::answer(self, intro)
     }
 
     fn snapshot_dir(&self) -> &Path {

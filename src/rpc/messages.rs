@@ -96,3 +96,29 @@ pub struct PingReply {
     /// Whether it serves: its groups all started and it is not draining.
     pub serving: bool,
 }
+
+/// A node telling a peer which data dir it runs on: its incarnation, and whether its start-up
+/// check has yet to settle (a node on a new data dir asks before it runs any group).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Introduction {
+    /// The node speaking.
+    pub node: NodeId,
+    /// Its data dir's incarnation.
+    pub incarnation: u64,
+    /// Whether it is still asking (its data dir is new and not yet settled).
+    pub pending: bool,
+}
+
+/// What a peer knows of the node that introduced itself, and of itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acquaintance {
+    /// The incarnation the peer knows that node by, if it ever met it.
+    pub known: Option<u64>,
+    /// The peer's own incarnation.
+    pub incarnation: u64,
+    /// Whether the peer is itself on a new data dir and still asking.
+    pub pending: bool,
+    /// When the peer knew that node by another incarnation: the groups it runs with that node
+    /// as a member, whose replicas there were lost with the old data dir.
+    pub groups: Vec<GroupId>,
+}

@@ -20,7 +20,8 @@ use crate::raft::state_machine::Raft;
 use crate::raft::types::{GroupId, NodeId, Proposal, TypeConfig};
 use crate::rpc::codec;
 pub use crate::rpc::messages::{
-    PingReply, Proposed, QuiesceAnswer, QuiesceRequest, ReadIndexGrant, ReadIndexRequest, Refusal,
+    Acquaintance, Introduction, PingReply, Proposed, QuiesceAnswer, QuiesceRequest, ReadIndexGrant,
+    ReadIndexRequest, Refusal,
 };
 use crate::rpc::router::Router;
 
@@ -258,6 +259,13 @@ raft_methods! {
             }
             Ok(Ok(()))
         };
+    /// A node telling this one which data dir it runs on (for group 0). A node on a new data
+    /// dir asks so before it runs any group: if this node knew it by another data dir, its
+    /// data was wiped, and its replicas must not vote before they catch up. A settled node
+    /// says so once per start, and is remembered by it.
+    Meet = 11, "meet", span "raft.meet", Never,
+        Introduction => Acquaintance,
+        |ctx, intro| async move { Ok(ctx.router.meet(intro)) };
 }
 
 /// Grants a read index if this node leads the group.

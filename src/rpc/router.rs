@@ -10,7 +10,9 @@ use crate::raft::state_machine::Raft;
 use openraft::raft::VoteResponse;
 
 use crate::raft::types::{GroupId, Proposal, TypeConfig};
-use crate::rpc::messages::{Proposed, QuiesceAnswer, QuiesceRequest, Refusal};
+use crate::rpc::messages::{
+    Acquaintance, Introduction, Proposed, QuiesceAnswer, QuiesceRequest, Refusal,
+};
 
 /// The node's side of the shared server.
 pub trait Router: Send + Sync + 'static {
@@ -47,6 +49,10 @@ pub trait Router: Send + Sync + 'static {
     /// Whether this node serves: every configured group started and not draining. Peers learn
     /// it from the liveness probe, and move leadership or wake groups for this node only then.
     fn serving(&self) -> bool;
+
+    /// What this node knows of a peer that introduces itself, remembering it when that
+    /// peer's data dir is settled; an error when that cannot be recorded.
+    fn meet(&self, intro: Introduction) -> Result<Acquaintance, String>;
 
     /// Where snapshots received from leaders are written before they are installed.
     fn snapshot_dir(&self) -> &Path;

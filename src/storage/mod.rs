@@ -232,6 +232,13 @@ impl Storage {
         lock(&self.inner.index).erased.contains(&group)
     }
 
+    /// Records that the replicas of `groups` here lost their data (the data dir was wiped):
+    /// they vote for nobody until they have caught up. One durable write for all of them.
+    pub async fn mark_erased(&self, groups: &[GroupId]) -> io::Result<()> {
+        let records = groups.iter().map(|&group| Record::Drop { group }).collect();
+        self.submit_and_wait(records).await
+    }
+
     /// Records that `group`'s replica caught up after its data was erased.
     pub async fn rejoined(&self, group: GroupId) -> io::Result<()> {
         self.submit_and_wait(vec![Record::Rejoined { group }]).await
