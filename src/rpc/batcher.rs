@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -36,6 +38,9 @@ pub struct BatchLimits {
     pub in_flight: usize,
     /// Messages waiting for the peer at most; a caller beyond that waits, within its timeout.
     pub queue: usize,
+    /// Payload bytes queued or in flight to the peer at most; a caller beyond that waits,
+    /// within its timeout. A message larger than this travels alone, once the rest is gone.
+    pub queue_bytes: usize,
 }
 
 impl BatchLimits {
@@ -46,6 +51,7 @@ impl BatchLimits {
             max_bytes: (max_message_bytes / 4).clamp(64 << 10, 4 << 20),
             in_flight: 4,
             queue: 8192,
+            queue_bytes: 64 << 20,
         }
     }
 }
@@ -57,12 +63,20 @@ struct Queued {
     call: RaftRequest,
     deadline: Instant,
     reply: oneshot::Sender<Result<Vec<u8>, Status>>,
+    /// The message's share of the peer's byte budget, given back when the message is
+    /// dropped: answered, or skipped because its caller gave up.
+    budget: Option<OwnedSemaphorePermit>,
 }
 
 /// The sending end of one peer's queue; cheap to clone, one per group's view of the peer.
 #[derive(Clone)]
 pub struct Batcher {
     tx: mpsc::Sender<Queued>,
+    /// The bytes queued or in flight, bounded: a caller whose message timed out leaves it
+    /// queued until the sender drains it, and a slow peer with callers resending large
+    /// appends after each timeout filled the queue with hundreds of megabytes of them.
+    budget: Arc<Semaphore>,
+    max_bytes: usize,
 }
 
 impl Batcher {
@@ -77,22 +91,35 @@ impl Batcher {
         let (tx, rx) = mpsc::channel(limits.queue.max(1));
         let stop = owner.token().clone();
         owner.spawn("peer-batcher", run(rx, client, limits, sizes, stop));
-        Batcher { tx }
+        let max_bytes = limits.queue_bytes.clamp(1, u32::MAX as usize);
+        Batcher {
+            tx,
+            budget: Arc::new(Semaphore::new(max_bytes)),
+            max_bytes,
+        }
     }
 
     /// Sends one message in the peer's next batch and waits for its own answer: the reply
     /// payload, or why there is none (`DeadlineExceeded` when `timeout` passed). `timeout`
-    /// covers the wait for room in the queue too.
+    /// covers the wait for room in the queue (messages and bytes) too.
     pub async fn call(&self, call: RaftRequest, timeout: Duration) -> Result<Vec<u8>, Status> {
         let deadline = Instant::now() + timeout;
         let (reply, answer) = oneshot::channel();
-        let queued = Queued {
-            call,
-            deadline,
-            reply,
-        };
         let closed = || Status::unavailable("the peer's sender has stopped");
+        let share = call.payload.len().clamp(1, self.max_bytes) as u32;
         let sent = tokio::time::timeout_at(deadline, async {
+            let budget = self
+                .budget
+                .clone()
+                .acquire_many_owned(share)
+                .await
+                .map_err(|_| closed())?;
+            let queued = Queued {
+                call,
+                deadline,
+                reply,
+                budget: Some(budget),
+            };
             self.tx.send(queued).await.map_err(|_| closed())?;
             answer.await.map_err(|_| closed())?
         })
@@ -181,15 +208,21 @@ async fn send(mut client: RaftServiceClient<Channel>, batch: Vec<Queued>) {
             "waited in the peer's queue past its deadline",
         )));
     }
+    // The budget comes back once the round trip is over and the payloads are gone.
+    let mut budget = Vec::with_capacity(live.len());
     let (calls, waiters): (Vec<_>, Vec<_>) = live
         .into_iter()
-        .map(|q| (q.call, (q.reply, q.deadline)))
+        .map(|q| {
+            budget.push(q.budget);
+            (q.call, (q.reply, q.deadline))
+        })
         .unzip();
     let Some(until) = waiters.iter().map(|(_, d)| *d).max() else {
         return;
     };
     let sent = calls.len();
     let answer = tokio::time::timeout_at(until, client.batch(RaftBatch { calls })).await;
+    drop(budget);
     let results = match answer {
         Err(_) => Err(Status::deadline_exceeded("no answer to the batch in time")),
         Ok(Err(status)) => Err(status),
@@ -274,6 +307,7 @@ mod tests {
             },
             deadline: Instant::now() + Duration::from_secs(5),
             reply,
+            budget: None,
         };
         (q, rx)
     }
@@ -285,6 +319,7 @@ mod tests {
             max_bytes: 100,
             in_flight: 1,
             queue: 16,
+            queue_bytes: 1 << 20,
         };
         let (tx, mut rx) = mpsc::channel(16);
         let mut keep = Vec::new();
@@ -326,5 +361,42 @@ mod tests {
         };
         tx.send(q).await.unwrap();
         assert_eq!(gather(first, &mut rx, &mut carry, &limits).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_in_bytes() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let b = Batcher {
+            tx,
+            budget: Arc::new(Semaphore::new(100)),
+            max_bytes: 100,
+        };
+        let call = |n: usize| RaftRequest {
+            payload: vec![0; n],
+            ..Default::default()
+        };
+        // 60 bytes wait for the peer: a second 60 bytes find no room, and time out unqueued.
+        let mut first = Box::pin(b.call(call(60), Duration::from_secs(5)));
+        assert!(futures::poll!(&mut first).is_pending());
+        let second = b.call(call(60), Duration::from_millis(50)).await;
+        assert_eq!(second.unwrap_err().code(), Code::DeadlineExceeded);
+        let q = rx.try_recv().expect("the first message is queued");
+        assert!(rx.try_recv().is_err(), "the second one never was");
+        // Its caller gives up and the sender drops it: the room comes back.
+        drop(first);
+        drop(q);
+        let mut third = Box::pin(b.call(call(60), Duration::from_secs(5)));
+        assert!(futures::poll!(&mut third).is_pending());
+        assert!(rx.try_recv().is_ok());
+        // A message larger than the whole budget still travels, alone.
+        let (tx, mut rx) = mpsc::channel(16);
+        let b = Batcher {
+            tx,
+            budget: Arc::new(Semaphore::new(100)),
+            max_bytes: 100,
+        };
+        let mut big = Box::pin(b.call(call(500), Duration::from_secs(5)));
+        assert!(futures::poll!(&mut big).is_pending());
+        assert_eq!(rx.try_recv().map(|q| q.call.payload.len()).ok(), Some(500));
     }
 }
