@@ -15,7 +15,8 @@ use std::sync::Mutex;
 
 use crate::node::data_dir::write_durably;
 use crate::node::error::NodeError;
-use crate::raft::types::NodeId;
+use crate::raft::types::{GroupId, NodeId};
+use crate::rpc::messages::{Acquaintance, Introduction};
 
 const OWN_FILE: &str = "INCARNATION";
 const PEERS_FILE: &str = "PEERS";
@@ -129,6 +130,54 @@ impl Incarnations {
         write_durably(&self.dir, PEERS_FILE, &peers_text(&next))?;
         *peers = next;
         Ok(())
+    }
+
+    /// This node's answer to a peer's introduction: what it knows of that peer's data dir.
+    /// A settled peer is remembered as it is now (after a wipe it settles only once its
+    /// replicas were marked erased, so the new data dir replaces the old). `groups_with` lists
+    /// the groups running here with a given node as a member; it is asked only when that
+    /// node's data dir was wiped.
+    pub(crate) fn answer(
+        &self,
+        me: NodeId,
+        intro: Introduction,
+        groups_with: impl FnOnce(NodeId) -> Vec<GroupId>,
+    ) -> Result<Acquaintance, String> {
+        let known = self.known(intro.node);
+        if !intro.pending && known != Some(intro.incarnation) {
+            self.record(intro.node, intro.incarnation).map_err(|e| {
+                format!(
+                    "node {me} cannot record node {}'s data dir: {e}",
+                    intro.node
+                )
+            })?;
+            if known.is_some() {
+                tracing::info!(
+                    peer = intro.node,
+                    "peer node runs on a new data dir since it was wiped"
+                );
+            }
+        }
+        let wiped = intro.pending && known.is_some_and(|k| k != intro.incarnation);
+        let groups = if wiped {
+            tracing::warn!(
+                peer = intro.node,
+                "peer node restarted on a new data dir: its data was wiped, and its replicas rejoin"
+            );
+            groups_with(intro.node)
+        } else {
+            Vec::new()
+        };
+        Ok(Acquaintance {
+            known: if intro.pending {
+                known
+            } else {
+                Some(intro.incarnation)
+            },
+            incarnation: self.own,
+            pending: self.pending(),
+            groups,
+        })
     }
 }
 

@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use openraft::async_runtime::WatchReceiver;
 use tokio_util::sync::CancellationToken;
 
 use crate::node::error::NodeError;
@@ -259,67 +258,6 @@ pub(crate) async fn introduce(core: Weak<NodeCore>, stop: CancellationToken) {
         }
         pause = (pause * 2).min(MAX_INTRODUCTION_PAUSE);
     }
-}
-
-/// This node's answer to a peer's introduction: what it knows of that peer's data dir. A
-/// settled peer is remembered as it is now (after a wipe it settles only once its replicas
-/// were marked erased, so the new data dir replaces the old).
-pub(crate) fn answer(core: &NodeCore, intro: Introduction) -> Result<Acquaintance, String> {
-    let inc = &core.incarnations;
-    let known = inc.known(intro.node);
-    if !intro.pending && known != Some(intro.incarnation) {
-        inc.record(intro.node, intro.incarnation).map_err(|e| {
-            format!(
-                "node {} cannot record node {}'s data dir: {e}",
-                core.node_id(),
-                intro.node
-            )
-        })?;
-        if known.is_some() {
-            tracing::info!(
-                peer = intro.node,
-                "peer node runs on a new data dir since it was wiped"
-            );
-        }
-    }
-    let wiped = intro.pending && known.is_some_and(|k| k != intro.incarnation);
-    let groups = if wiped {
-        tracing::warn!(
-            peer = intro.node,
-            "peer node restarted on a new data dir: its data was wiped, and its replicas rejoin"
-        );
-        groups_with_member(core, intro.node)
-    } else {
-        Vec::new()
-    };
-    Ok(Acquaintance {
-        known: if intro.pending {
-            known
-        } else {
-            Some(intro.incarnation)
-        },
-        incarnation: inc.own(),
-        pending: inc.pending(),
-        groups,
-    })
-}
-
-/// The groups running here with `node` among their members.
-fn groups_with_member(core: &NodeCore, node: NodeId) -> Vec<GroupId> {
-    core.registry
-        .all()
-        .iter()
-        .filter(|g| {
-            g.raft
-                .metrics()
-                .borrow_watched()
-                .membership_config
-                .membership()
-                .nodes()
-                .any(|(id, _)| *id == node)
-        })
-        .map(|g| g.id)
-        .collect()
 }
 
 #[cfg(test)]

@@ -23,7 +23,6 @@ use crate::ledger::{Ledger, Owner, OwnerKind};
 use crate::metrics::RpcMetrics;
 use crate::node::config::{NodeConfig, MAX_MESSAGE_BYTES};
 use crate::node::error::{GroupOpError, RequestError};
-use crate::node::meet;
 use crate::node::pacing;
 use crate::node::plan;
 use crate::node::registry::Registry;
@@ -91,7 +90,7 @@ pub(crate) struct NodeCore {
     /// loaded a node of ten thousand groups until its peers missed its probe answers.
     pub wakes: std::sync::Mutex<pacing::Pacer>,
     /// Whether the data dir had no state when this process started, and no peer knew this
-    /// node by another ([`meet`]): only then may the configured groups be bootstrapped, so a
+    /// node by another (`node/meet.rs`): only then may the configured groups be bootstrapped, so a
     /// restarted node, or one whose volume was wiped, never re-initialises.
     fresh: AtomicBool,
     /// This data dir's incarnation, and the peers' as this node knows them.
@@ -276,7 +275,25 @@ impl NodeCore {
             .await
     }
 
-    /// Records what the start-up check found this data dir to be ([`meet`]).
+    /// The groups running here with `node` among their members.
+    fn groups_with_member(&self, node: NodeId) -> Vec<GroupId> {
+        self.registry
+            .all()
+            .iter()
+            .filter(|g| {
+                g.raft
+                    .metrics()
+                    .borrow_watched()
+                    .membership_config
+                    .membership()
+                    .nodes()
+                    .any(|(id, _)| *id == node)
+            })
+            .map(|g| g.id)
+            .collect()
+    }
+
+    /// Records what the start-up check found this data dir to be (`node/meet.rs`).
     pub(crate) fn set_fresh(&self, fresh: bool) {
         self.fresh.store(fresh, Ordering::Release);
     }
@@ -760,7 +777,8 @@ impl Router for NodeCore {
     }
 
     fn meet(&self, intro: Introduction) -> Result<Acquaintance, String> {
-        meet::answer(self, intro)
+        self.incarnations
+            .answer(self.node_id(), intro, |node| self.groups_with_member(node))
     }
 
     fn snapshot_dir(&self) -> &Path {
