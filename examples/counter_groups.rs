@@ -6,10 +6,10 @@
 //!
 //! `cargo run --release --example counter_groups`
 
-use std::io;
-
 use raftnode::{GroupId, Node, ReadMode};
 
+#[path = "common/cluster.rs"]
+mod cluster;
 #[path = "common/counter.rs"]
 mod counter;
 use counter::Counter;
@@ -34,27 +34,7 @@ async fn agreed(
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let listeners = (0..3)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<io::Result<Vec<_>>>()?;
-    let mut peers = Vec::new();
-    for (i, l) in listeners.iter().enumerate() {
-        peers.push((i as u64 + 1, l.local_addr()?.to_string()));
-    }
-    let mut nodes = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let id = i as u64 + 1;
-        let node = Node::builder()
-            .id(id)
-            .peers(peers.clone())
-            .grpc_listener(listener)
-            .data_dir(dir.path().join(format!("node-{id}")))
-            .groups([1, 2, 3, 4])
-            .state_machine(|_group| Counter::default())
-            .start()
-            .await?;
-        nodes.push(node);
-    }
+    let nodes = cluster::start_three(dir.path(), &[1, 2, 3, 4]).await?;
 
     // A fifth group, started at runtime on every member (the lowest id initialises it).
     for node in &nodes {

@@ -56,6 +56,10 @@ async fn bind(
 impl<S: StateMachine> NodeBuilder<S> {
     /// Starts the node: data dir, storage, the shared RPC server, the HTTP server, then the
     /// groups. On an error, whatever had started is stopped again before it is returned.
+    ///
+    /// On a new data dir it returns only once a majority of the cluster has answered whether
+    /// it knew this node by another data dir (a wiped volume must not vote): a program that
+    /// runs several members starts them together, not one after another.
     pub async fn start(self) -> Result<Node<S>, NodeError> {
         start(self).await
     }

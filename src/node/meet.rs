@@ -107,33 +107,7 @@ pub(crate) async fn settle(core: &Arc<NodeCore>) -> Result<(), NodeError> {
         "this data dir is new: asking the peers whether they knew this node by another"
     );
     let verdict = loop {
-        let calls = peers.iter().map(|(id, addr)| async move {
-            let r = core
-                .call_peer::<rpc::Meet>(*id, addr, 0, &intro, every)
-                .await;
-            (*id, r)
-        });
-        for (id, r) in futures::future::join_all(calls).await {
-            match r {
-                Ok(a) => {
-                    answers.insert(id, a);
-                }
-                // A peer of an earlier build keeps no record of data dirs: it holds data and
-                // knows nothing of this one.
-                Err(CallError::Status(s)) if s.code() == tonic::Code::Unimplemented => {
-                    answers.insert(
-                        id,
-                        Acquaintance {
-                            known: None,
-                            incarnation: 0,
-                            pending: false,
-                            groups: Vec::new(),
-                        },
-                    );
-                }
-                Err(e) => tracing::debug!(peer = id, error = %e, "no answer to the data-dir check"),
-            }
-        }
+        answers.extend(introduce_to(core, &peers, &intro, every).await);
         let patience_over = started.elapsed() >= every * PATIENCE_IN_ELECTION_TIMEOUTS;
         match decide(inc.own(), peers.len(), &answers, patience_over) {
             Verdict::Wait => {}
@@ -205,6 +179,40 @@ fn data_dir_error(core: &NodeCore, reason: String) -> NodeError {
     }
 }
 
+/// Introduces this node to `peers` at once, within `timeout`; returns the answers of those
+/// that answered. A peer of an earlier build keeps no record of data dirs: it answers
+/// UNIMPLEMENTED, which counts as knowing nothing of this one, as a peer that holds data.
+async fn introduce_to(
+    core: &NodeCore,
+    peers: &[(NodeId, String)],
+    intro: &Introduction,
+    timeout: Duration,
+) -> Vec<(NodeId, Acquaintance)> {
+    let calls = peers.iter().map(|(id, addr)| async move {
+        let r = core
+            .call_peer::<rpc::Meet>(*id, addr, 0, intro, timeout)
+            .await;
+        (*id, r)
+    });
+    let mut answers = Vec::new();
+    for (id, r) in futures::future::join_all(calls).await {
+        match r {
+            Ok(a) => answers.push((id, a)),
+            Err(CallError::Status(s)) if s.code() == tonic::Code::Unimplemented => answers.push((
+                id,
+                Acquaintance {
+                    known: None,
+                    incarnation: 0,
+                    pending: false,
+                    groups: Vec::new(),
+                },
+            )),
+            Err(e) => tracing::debug!(peer = id, error = %e, "introduction not answered"),
+        }
+    }
+    answers
+}
+
 /// Introduces this (settled) node to each peer until every one has answered once, pausing
 /// longer between tries to a peer that stays silent. Ends with the node's stop.
 pub(crate) async fn introduce(core: Weak<NodeCore>, stop: CancellationToken) {
@@ -221,26 +229,11 @@ pub(crate) async fn introduce(core: Weak<NodeCore>, stop: CancellationToken) {
     while !left.is_empty() {
         let round = async {
             let c = core.upgrade()?;
-            let calls = left.iter().map(|(id, addr)| {
-                let c = &c;
-                async move {
-                    (
-                        *id,
-                        c.call_peer::<rpc::Meet>(*id, addr, 0, &intro, timeout)
-                            .await,
-                    )
-                }
-            });
-            let mut answered = Vec::new();
-            for (id, r) in futures::future::join_all(calls).await {
-                match r {
-                    Ok(_) => answered.push(id),
-                    Err(CallError::Status(s)) if s.code() == tonic::Code::Unimplemented => {
-                        answered.push(id)
-                    }
-                    Err(e) => tracing::debug!(peer = id, error = %e, "introduction not answered"),
-                }
-            }
+            let answered: Vec<NodeId> = introduce_to(&c, &left, &intro, timeout)
+                .await
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
             Some(answered)
         };
         let answered = tokio::select! {
