@@ -2,7 +2,8 @@
 //! cluster of the optimised binary, then prints what an operator sizes a node by: put
 //! throughput while loading, the resident memory of each node (peak and at the end), the time
 //! a node killed with SIGKILL takes to serve again, and the time (and MB/s) for a replica whose
-//! data was erased to be added back and catch up by snapshot.
+//! data was erased to be added back and catch up by snapshot, with each node's peak resident
+//! memory through those two.
 //!
 //! `cargo bench --bench storage`. `BENCH_GIB` sets the data loaded per value size (default 4),
 //! `BENCH_VALUES` the value sizes in bytes (default `1024,262144`), `BENCH_GROUPS` the number
@@ -181,6 +182,8 @@ async fn measure(
             mib(p.load(Ordering::Relaxed)),
             loaded_rss[i] / (1u64 << 20) as f64
         );
+        // From here on the peaks are those of the restart and the catch-up.
+        p.store(0, Ordering::Relaxed);
     }
 
     // A node killed and started again on its data: time until it serves.
@@ -241,7 +244,15 @@ async fn measure(
             rss_of(client, http).await.unwrap_or(0.0) / (1u64 << 20) as f64
         ));
     }
-    println!("rss:      at the end {} MiB", end.join(" / "));
+    let after: Vec<String> = peaks
+        .iter()
+        .map(|p| format!("{:.0}", mib(p.load(Ordering::Relaxed))))
+        .collect();
+    println!(
+        "rss:      peak {} MiB through the restart and the catch-up, {} MiB at the end",
+        after.join(" / "),
+        end.join(" / ")
+    );
 }
 
 fn main() {

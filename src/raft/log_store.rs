@@ -34,12 +34,30 @@ impl GroupLogStore {
     }
 }
 
+/// `range` as `start..end`.
+fn half_open(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e.saturating_add(1),
+        Bound::Excluded(&e) => e,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
 impl RaftLogReader<TypeConfig> for GroupLogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        self.storage.entries(self.group, range)
+        let (start, end) = half_open(&range);
+        self.storage
+            .entries_off_task(self.group, start, end, usize::MAX)
+            .await
     }
 
     /// openraft bounds a replication message only by its count of entries; large values would
@@ -50,7 +68,8 @@ impl RaftLogReader<TypeConfig> for GroupLogStore {
         end: u64,
     ) -> Result<Vec<Entry>, io::Error> {
         self.storage
-            .entries_limited(self.group, start, end, self.max_append_bytes)
+            .entries_off_task(self.group, start, end, self.max_append_bytes)
+            .await
     }
 
     /// The apply path reads committed entries through this: in pieces bounded by bytes, so
@@ -63,22 +82,16 @@ impl RaftLogReader<TypeConfig> for GroupLogStore {
     where
         RB: RangeBounds<u64> + Clone + Debug + OptionalSend,
     {
-        let start = match range.start_bound() {
-            Bound::Included(&s) => s,
-            Bound::Excluded(&s) => s.saturating_add(1),
-            Bound::Unbounded => 0,
-        };
-        let end = match range.end_bound() {
-            Bound::Included(&e) => e.saturating_add(1),
-            Bound::Excluded(&e) => e,
-            Bound::Unbounded => u64::MAX,
-        };
+        let (start, end) = half_open(&range);
         let (storage, group) = (self.storage.clone(), self.group);
         futures::stream::unfold(Some(start), move |next| {
             let storage = storage.clone();
             async move {
                 let from = next.filter(|&n| n < end)?;
-                match storage.entries_limited(group, from, end, APPLY_READ_BYTES) {
+                match storage
+                    .entries_off_task(group, from, end, APPLY_READ_BYTES)
+                    .await
+                {
                     Ok(piece) => {
                         let last = piece.last().map(|e| e.log_id.index)?;
                         let items = piece.into_iter().map(Ok).collect::<Vec<_>>();

@@ -297,6 +297,7 @@ impl Storage {
     }
 
     /// Entries of `group` in `range`: from the cache, or read back from the WAL.
+    #[cfg(test)]
     pub fn entries(
         &self,
         group: GroupId,
@@ -308,6 +309,7 @@ impl Storage {
     /// Entries of `group` from `start` up to `end` (exclusive), as many as fit in `max_bytes`
     /// by [`crate::raft::types::entry_bytes`], but at least one: what a replication message
     /// carries.
+    #[cfg(test)]
     pub fn entries_limited(
         &self,
         group: GroupId,
@@ -335,6 +337,59 @@ impl Storage {
         lock(&self.inner.index).cached_bytes()
     }
 
+    /// Entries of `group` from `start` up to `end` (exclusive), at most `max_bytes` of them
+    /// (at least one), as [`Storage::entries_limited`]. When some must be read back from the
+    /// WAL, the reads run on the blocking pool, under the caller's owner: a slow or stalled
+    /// disk then holds up this one read and no runtime worker, whose other groups go on.
+    pub async fn entries_off_task(
+        &self,
+        group: GroupId,
+        start: u64,
+        end: u64,
+        max_bytes: usize,
+    ) -> io::Result<Vec<Entry>> {
+        let plan = self.plan(group, start..end, max_bytes)?;
+        if plan.iter().all(Result::is_ok) {
+            return Ok(plan.into_iter().flatten().collect());
+        }
+        let me = self.clone();
+        crate::ledger::spawn_blocking_current(move || me.read(group, start..end, max_bytes))
+            .await
+            .map_err(|e| io::Error::other(format!("reading group {group}'s log: {e}")))?
+    }
+
+    /// What [`Storage::read`] needs, taken under the index lock: each entry in `range`, cached
+    /// or as the place it was written, as many as fit in `max_bytes` but at least one.
+    fn plan(
+        &self,
+        group: GroupId,
+        range: impl RangeBounds<u64>,
+        max_bytes: usize,
+    ) -> io::Result<Vec<Result<Entry, (LogId, wal::ItemPos)>>> {
+        self.with_group(group, |g| {
+            let Some(g) = g else { return Ok(Vec::new()) };
+            let mut plan = Vec::new();
+            let mut bytes = 0;
+            for s in g.entries.range(range).map(|(_, s)| s) {
+                bytes += s.bytes;
+                if bytes > max_bytes && !plan.is_empty() {
+                    break;
+                }
+                plan.push(match (&s.entry, s.at) {
+                    (Some(e), _) => Ok(e.clone()),
+                    (None, Some(at)) => Err((s.log_id, at)),
+                    (None, None) => {
+                        return Err(io::Error::other(format!(
+                            "log entry {} of group {group} is neither cached nor written",
+                            s.log_id
+                        )))
+                    }
+                });
+            }
+            Ok(plan)
+        })
+    }
+
     /// Reads under the index lock what is cached and where the rest lies, then the rest from
     /// the WAL without the lock. A checkpoint may delete a segment between the two: the read
     /// then starts over from the places the checkpoint gave.
@@ -345,28 +400,7 @@ impl Storage {
         max_bytes: usize,
     ) -> io::Result<Vec<Entry>> {
         for _ in 0..3 {
-            let plan: Vec<Result<Entry, (LogId, wal::ItemPos)>> = self.with_group(group, |g| {
-                let Some(g) = g else { return Ok(Vec::new()) };
-                let mut plan = Vec::new();
-                let mut bytes = 0;
-                for s in g.entries.range(range.clone()).map(|(_, s)| s) {
-                    bytes += s.bytes;
-                    if bytes > max_bytes && !plan.is_empty() {
-                        break;
-                    }
-                    plan.push(match (&s.entry, s.at) {
-                        (Some(e), _) => Ok(e.clone()),
-                        (None, Some(at)) => Err((s.log_id, at)),
-                        (None, None) => {
-                            return Err(io::Error::other(format!(
-                                "log entry {} of group {group} is neither cached nor written",
-                                s.log_id
-                            )))
-                        }
-                    });
-                }
-                Ok(plan)
-            })?;
+            let plan = self.plan(group, range.clone(), max_bytes)?;
             let mut files = SegmentFiles::new(&self.inner.wal_dir);
             let mut out = Vec::with_capacity(plan.len());
             let mut vanished = false;
@@ -905,6 +939,10 @@ mod tests {
         assert!(report.largest_record < 1 << 20, "{report:?}");
         assert_eq!(s.cached_bytes(), 0);
         check(&s);
+        // Off the task, the same entries come back from disk, bounded the same way.
+        let read = s.entries_off_task(1, 1, 257, 1 << 20).await.unwrap();
+        assert_eq!(read, s.entries_limited(1, 1, 257, 1 << 20).unwrap());
+        assert_eq!(read.len(), 15, "1 MiB of 64 KiB entries");
         append(&s, 1, vec![normal(257, &value(257))]).await.unwrap();
         // The writer checkpoints after it acknowledged the append.
         settle(|| s.wal_segments() == 1).await;
