@@ -306,20 +306,6 @@ impl Storage {
         self.read(group, range, usize::MAX)
     }
 
-    /// Entries of `group` from `start` up to `end` (exclusive), as many as fit in `max_bytes`
-    /// by [`crate::raft::types::entry_bytes`], but at least one: what a replication message
-    /// carries.
-    #[cfg(test)]
-    pub fn entries_limited(
-        &self,
-        group: GroupId,
-        start: u64,
-        end: u64,
-        max_bytes: usize,
-    ) -> io::Result<Vec<Entry>> {
-        self.read(group, start..end, max_bytes)
-    }
-
     /// Segment files in the WAL directory.
     #[cfg(test)]
     fn wal_segments(&self) -> usize {
@@ -337,8 +323,8 @@ impl Storage {
         lock(&self.inner.index).cached_bytes()
     }
 
-    /// Entries of `group` from `start` up to `end` (exclusive), at most `max_bytes` of them
-    /// (at least one), as [`Storage::entries_limited`]. When some must be read back from the
+    /// Entries of `group` from `start` up to `end` (exclusive), as many as fit in `max_bytes`
+    /// by [`crate::raft::types::entry_bytes`], but at least one. When some must be read back from the
     /// WAL, the reads run on the blocking pool, under the caller's owner: a slow or stalled
     /// disk then holds up this one read and no runtime worker, whose other groups go on.
     pub async fn entries_off_task(
@@ -941,7 +927,7 @@ mod tests {
         check(&s);
         // Off the task, the same entries come back from disk, bounded the same way.
         let read = s.entries_off_task(1, 1, 257, 1 << 20).await.unwrap();
-        assert_eq!(read, s.entries_limited(1, 1, 257, 1 << 20).unwrap());
+        assert_eq!(read, s.read(1, 1..257, 1 << 20).unwrap());
         assert_eq!(read.len(), 15, "1 MiB of 64 KiB entries");
         append(&s, 1, vec![normal(257, &value(257))]).await.unwrap();
         // The writer checkpoints after it acknowledged the append.
@@ -992,7 +978,7 @@ mod tests {
             .unwrap();
         let one = entry_bytes(&normal(1, &kib));
         let got = |start, end, max| -> Vec<u64> {
-            s.entries_limited(1, start, end, max)
+            s.read(1, start..end, max)
                 .unwrap()
                 .iter()
                 .map(|e| e.log_id.index)
