@@ -308,6 +308,37 @@ settings! {
     quiesce_after_ms: u64, env "RAFTNODE_QUIESCE_AFTER_MS", value_name "MS"
         => |s, v| s.node.quiesce_after_ms = v;
 
+    /// Connections each server (gRPC, HTTP) holds open at once; more are closed as they arrive
+    /// and counted in raftnode_limit_refusals_total. Peer connections count on the gRPC side.
+    /// [default: 1000]
+    max_connections: usize, env "RAFTNODE_MAX_CONNECTIONS", value_name "N"
+        => |s, v| s.node.max_connections = v;
+
+    /// How long an HTTP client may take to send a request's headers, counted from the
+    /// connection's start or the end of its previous response; it also closes idle keep-alive
+    /// connections. [default: 10000]
+    http_header_timeout_ms: u64, env "RAFTNODE_HTTP_HEADER_TIMEOUT_MS", value_name "MS"
+        => |s, v| s.node.http_header_timeout_ms = v;
+
+    /// An HTTP connection on which no byte moves either way for this long is closed.
+    /// [default: 60000]
+    http_idle_timeout_ms: u64, env "RAFTNODE_HTTP_IDLE_TIMEOUT_MS", value_name "MS"
+        => |s, v| s.node.http_idle_timeout_ms = v;
+
+    /// Concurrent calls (HTTP/2 streams) one gRPC connection may have open. [default: 1024]
+    grpc_max_concurrent_streams: u32, env "RAFTNODE_GRPC_MAX_CONCURRENT_STREAMS", value_name "N"
+        => |s, v| s.node.grpc_max_concurrent_streams = v;
+
+    /// Proposals (writes) this node holds in flight at once, from its clients and forwarded
+    /// by its peers; more are refused with HTTP 429 or gRPC RESOURCE_EXHAUSTED and a retry
+    /// hint. [default: 4096]
+    max_inflight_proposals: usize, env "RAFTNODE_MAX_INFLIGHT_PROPOSALS", value_name "N"
+        => |s, v| s.node.max_inflight_proposals = v;
+
+    /// The same bound for each group. [default: 1024]
+    max_inflight_proposals_per_group: usize, env "RAFTNODE_MAX_INFLIGHT_PROPOSALS_PER_GROUP",
+        value_name "N" => |s, v| s.node.max_inflight_proposals_per_group = v;
+
     /// Count tasks, threads and connections per owner. Turn off only to measure what the
     /// accounting costs: leaks then go undetected. [default: true]
     ledger_accounting: bool, env "RAFTNODE_LEDGER_ACCOUNTING", value_name "BOOL"

@@ -21,6 +21,8 @@ pub mod allocator;
 pub mod client;
 #[cfg(feature = "cli")]
 pub mod config;
+#[cfg(feature = "cli")]
+pub mod fd_limit;
 pub(crate) mod group;
 #[cfg(feature = "cli")]
 pub mod harness;
@@ -31,6 +33,7 @@ pub mod kv;
 pub mod leak_injection;
 pub mod ledger;
 pub mod metrics;
+pub(crate) mod net;
 pub mod node;
 pub mod otel;
 pub(crate) mod raft;

@@ -206,6 +206,18 @@ async fn run_until_signalled(settings: Settings) -> ExitCode {
         tracing::info!(endpoint = %p.endpoint, protocol = ?p.protocol, "exporting traces over OTLP");
     }
 
+    match raftnode::fd_limit::raise() {
+        Ok(soft) if soft < raftnode::fd_limit::needed(settings.node.max_connections) => {
+            tracing::warn!(
+                fd_limit = soft,
+                max_connections = settings.node.max_connections,
+                "the file-descriptor limit cannot hold max_connections on both servers: \
+                 accepts pause when it runs out (raise `ulimit -n`, or lower max_connections)"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the file-descriptor limit"),
+    }
     let grace = Duration::from_millis(settings.node.shutdown_grace_ms);
     let leak_deadline = Duration::from_millis(settings.node.leak_deadline_ms);
     // The process's own allocator upkeep, stopped before the node so that its verdict is the

@@ -152,18 +152,7 @@ fn scrape_passes_promtool_and_holds_the_contract() {
 
 #[test]
 fn group_labels_can_be_switched_off() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut node = Node::new(
-        1,
-        tmp.path().join("n1"),
-        String::new(),
-        &[1, 2, 3],
-        Tuning::default(),
-    );
-    node.peers = format!("1={}", node.grpc_addr());
-    node.extra_args = vec!["--metrics-group-labels".into(), "false".into()];
-    node.start();
-    node.wait_ready(READY_TIMEOUT);
+    let (_tmp, node) = single_node_of(&[1, 2, 3], &["--metrics-group-labels", "false"], &[]);
     let ok = wait_until(Duration::from_secs(20), || {
         scrape(&node).contains("raftnode_raft_is_leader 3")
     });

@@ -3,6 +3,7 @@
 //! openraft down and then holds the group's owner to a zero count.
 
 pub mod erased;
+pub mod inflight;
 pub mod quiesce;
 pub mod requests;
 pub mod stats;
@@ -71,6 +72,8 @@ pub struct GroupDeps {
     pub watched: Arc<std::collections::BTreeSet<NodeId>>,
     /// Whether idle groups quiesce (and the liveness probe runs).
     pub quiescence: bool,
+    /// Proposals each group may hold in flight on this node.
+    pub max_inflight_proposals: usize,
 }
 
 /// Whether a group sleeps here, and with whom.
@@ -94,6 +97,8 @@ pub struct Group {
     pub stats: Arc<GroupStats>,
     /// This node's numbering of the requests it proposes here.
     pub requests: Arc<requests::Requests>,
+    /// Proposals in flight on this node for this group, and their bound.
+    pub inflight: Arc<inflight::Inflight>,
     /// Whether this replica's data was erased and it has not caught up since: it votes for
     /// nobody meanwhile (see [`erased`]).
     erased: Arc<std::sync::atomic::AtomicBool>,
@@ -199,6 +204,7 @@ impl Group {
             sm,
             stats,
             requests: Arc::new(requests::Requests::new(deps.node_id, id)),
+            inflight: inflight::Inflight::new(deps.max_inflight_proposals),
             erased: erased_flag,
             leader_check: Default::default(),
             owner,

@@ -18,6 +18,8 @@ pub struct ApiError {
     pub message: String,
     /// For `not_leader`: where the caller should go instead.
     pub leader: Option<NodeId>,
+    /// For `overloaded`: when to retry, sent as `Retry-After` (whole seconds, at least one).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -28,6 +30,7 @@ impl ApiError {
             code,
             message: message.into(),
             leader: None,
+            retry_after: None,
         }
     }
 
@@ -54,6 +57,14 @@ impl IntoResponse for ApiError {
         if let Some(l) = self.leader {
             body["leader"] = json!(l);
         }
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(after) = self.retry_after {
+            let secs = after.as_secs().max(1);
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+        }
+        response
     }
 }

@@ -28,6 +28,17 @@ impl KvError {
                 RequestError::NoLeader(_) | RequestError::Draining | RequestError::StorageFailed,
             ) => Status::unavailable(msg),
             KvError::Request(RequestError::Codec(_)) | KvError::Read(_) => Status::internal(msg),
+            KvError::Request(RequestError::Overloaded(_)) => {
+                let mut status = Status::resource_exhausted(msg);
+                // gRPC's retry pushback: how long the client waits before it tries again.
+                let ms = crate::node::error::OVERLOAD_RETRY_AFTER
+                    .as_millis()
+                    .to_string();
+                if let Ok(v) = ms.parse() {
+                    status.metadata_mut().insert("grpc-retry-pushback-ms", v);
+                }
+                status
+            }
         }
     }
 }

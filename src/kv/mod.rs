@@ -23,11 +23,7 @@ pub fn node_builder(config: KvConfig) -> NodeBuilder<KvStore> {
         .grpc_services(move |node| {
             let metrics = node.rpc_metrics();
             let kv = Kv::new(node, config);
-            tonic::service::Routes::new(grpc::service(
-                kv,
-                metrics,
-                crate::node::config::MAX_MESSAGE_BYTES,
-            ))
+            tonic::service::Routes::new(grpc::service(kv, metrics, config.max_message_bytes()))
         })
         .http_routes(move |node| http::routes(Kv::new(node, config)))
 }

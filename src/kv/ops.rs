@@ -14,6 +14,18 @@ pub struct KvConfig {
     pub max_value_bytes: usize,
 }
 
+impl KvConfig {
+    /// The largest gRPC message the client service takes or sends: sized to the value limit,
+    /// not to what nodes send each other. Up to twice the value limit still decodes, so that a
+    /// value just over it gets the store's own error, which names the limit.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_value_bytes
+            .saturating_mul(2)
+            .saturating_add(self.max_key_bytes)
+            .saturating_add(64 << 10)
+    }
+}
+
 impl Default for KvConfig {
     fn default() -> Self {
         KvConfig {

@@ -27,6 +27,8 @@ pub struct Counted<S> {
     /// When cancelled, every read and write fails, so whatever task drives the socket ends
     /// even if the peer never speaks again. Servers use it to force-close what did not drain.
     kill: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    /// Its place under its server's connection cap, freed with the socket.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl<S> Counted<S> {
@@ -36,6 +38,7 @@ impl<S> Counted<S> {
             inner,
             _guard: guard,
             kill: None,
+            _permit: None,
         }
     }
 
@@ -45,7 +48,14 @@ impl<S> Counted<S> {
             inner,
             _guard: guard,
             kill: Some(Box::pin(kill.cancelled_owned())),
+            _permit: None,
         }
+    }
+
+    /// Holds `permit` (a place under a connection cap) for as long as the socket lives.
+    pub fn with_permit(mut self, permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        self._permit = Some(permit);
+        self
     }
 
     /// Ready with an error once the kill token fires; registers the waker otherwise.

@@ -11,6 +11,8 @@ pub struct RpcMetrics {
     pub peer_batch: HistogramVec,
     /// `raftnode_rpc_requests_total{service,method,code}`.
     pub requests: IntCounterVec,
+    /// `raftnode_limit_refusals_total{limit}`: what an input limit turned away.
+    pub refusals: IntCounterVec,
 }
 
 impl RpcMetrics {
@@ -44,7 +46,20 @@ impl RpcMetrics {
                 ),
                 &["service", "method", "code"],
             )?,
+            refusals: IntCounterVec::new(
+                Opts::new(
+                    "raftnode_limit_refusals_total",
+                    "Connections and requests an input limit refused, by limit: grpc_connections, \
+                     http_connections, node_proposals, group_proposals.",
+                ),
+                &["limit"],
+            )?,
         })
+    }
+
+    /// The counter of refusals by `limit`.
+    pub fn refused(&self, limit: &str) -> prometheus::IntCounter {
+        self.refusals.with_label_values(&[limit])
     }
 
     /// Counts one served request with its outcome's gRPC code.

@@ -99,8 +99,13 @@ impl From<RequestError> for ApiError {
             RequestError::StorageFailed => (StatusCode::SERVICE_UNAVAILABLE, "storage_failed"),
             RequestError::Rejected(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             RequestError::Codec(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            RequestError::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
         };
-        ApiError::new(status, code, e.to_string())
+        let mut err = ApiError::new(status, code, e.to_string());
+        if let RequestError::Overloaded(_) = e {
+            err.retry_after = Some(crate::node::error::OVERLOAD_RETRY_AFTER);
+        }
+        err
     }
 }
 

@@ -64,6 +64,22 @@ pub struct NodeConfig {
     /// its timers stop on every member, until work or a peer's failure wakes it. 0 keeps every
     /// group's timers running.
     pub quiesce_after_ms: u64,
+    /// Connections each server (the shared gRPC server, the HTTP server) holds open at once;
+    /// more are closed as they arrive and counted. Peers' connections count on the gRPC side.
+    pub max_connections: usize,
+    /// How long an HTTP client may take to send a request's headers, from the connection's
+    /// start or the end of its previous response (so it also bounds an idle keep-alive).
+    pub http_header_timeout_ms: u64,
+    /// An HTTP connection on which no byte moves either way for this long is closed (a
+    /// stalled upload, a client that stopped reading).
+    pub http_idle_timeout_ms: u64,
+    /// Concurrent calls (HTTP/2 streams) one gRPC connection may have open.
+    pub grpc_max_concurrent_streams: u32,
+    /// Proposals this node holds in flight at once, its clients' and those forwarded to it;
+    /// more are refused (HTTP 429, gRPC RESOURCE_EXHAUSTED) with a hint to retry.
+    pub max_inflight_proposals: usize,
+    /// The same bound for each group.
+    pub max_inflight_proposals_per_group: usize,
 }
 
 impl Default for NodeConfig {
@@ -90,6 +106,12 @@ impl Default for NodeConfig {
             metrics_group_labels: true,
             leader_balance_ms: 2000,
             quiesce_after_ms: 3000,
+            max_connections: 1000,
+            http_header_timeout_ms: 10_000,
+            http_idle_timeout_ms: 60_000,
+            grpc_max_concurrent_streams: 1024,
+            max_inflight_proposals: 4096,
+            max_inflight_proposals_per_group: 1024,
         }
     }
 }
@@ -162,6 +184,18 @@ impl NodeConfig {
         }
         positive("wal_segment_bytes", self.wal_segment_bytes)?;
         positive("wal_checkpoint_bytes", self.wal_checkpoint_bytes)?;
+        positive("max_connections", self.max_connections as u64)?;
+        positive("http_header_timeout_ms", self.http_header_timeout_ms)?;
+        positive("http_idle_timeout_ms", self.http_idle_timeout_ms)?;
+        positive(
+            "grpc_max_concurrent_streams",
+            u64::from(self.grpc_max_concurrent_streams),
+        )?;
+        positive("max_inflight_proposals", self.max_inflight_proposals as u64)?;
+        positive(
+            "max_inflight_proposals_per_group",
+            self.max_inflight_proposals_per_group as u64,
+        )?;
         let raft = openraft::Config {
             cluster_name: "raftnode".to_string(),
             election_timeout_min: election,
@@ -231,6 +265,15 @@ impl NodeConfig {
     /// The minimum election timeout.
     pub fn election_timeout(&self) -> Duration {
         Duration::from_millis(self.election_timeout_ms)
+    }
+
+    /// What the HTTP server lets one client hold.
+    pub fn http_limits(&self) -> crate::http::HttpLimits {
+        crate::http::HttpLimits {
+            max_connections: self.max_connections,
+            header_timeout: Duration::from_millis(self.http_header_timeout_ms),
+            idle_timeout: Duration::from_millis(self.http_idle_timeout_ms),
+        }
     }
 
     /// The other members and their gRPC addresses.

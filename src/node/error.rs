@@ -119,4 +119,12 @@ pub enum RequestError {
     /// restarts. Every write it acknowledged before is on disk.
     #[error("this node's storage failed; it takes no writes until it restarts")]
     StorageFailed,
+    /// The node, or the group's leader, holds as many proposals in flight as it takes
+    /// (`max_inflight_proposals`, `max_inflight_proposals_per_group`); retry after a pause.
+    /// Nothing was proposed.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
 }
+
+/// How long a client refused for overload should wait before it retries.
+pub const OVERLOAD_RETRY_AFTER: Duration = Duration::from_secs(1);

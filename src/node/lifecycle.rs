@@ -147,6 +147,7 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
         wakes: Default::default(),
         watched: Arc::new(config.peers.keys().copied().collect()),
         quiescence: config.quiesce_round().is_some(),
+        max_inflight_proposals: config.max_inflight_proposals_per_group,
     };
     let core = NodeCore::new(CoreParts {
         config: config.clone(),
@@ -191,6 +192,7 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
         metrics.register(Box::new(core.rpc_metrics.peer_rtt.clone()))?;
         metrics.register(Box::new(core.rpc_metrics.peer_batch.clone()))?;
         metrics.register(Box::new(core.rpc_metrics.requests.clone()))?;
+        metrics.register(Box::new(core.rpc_metrics.refusals.clone()))?;
         metrics.register(Box::new(collector::NodeCollector::new(&core)?))?;
         for c in b.collectors {
             metrics.register(c)?;
@@ -199,7 +201,13 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
             let app = b.http_routes.map(|f| f(handle.clone()));
             let router = api::router(core.clone(), metrics, app);
             let owner = core.owner.child(OwnerKind::Node, "http");
-            let server = HttpServer::start(router, listener, owner);
+            let server = HttpServer::start(
+                router,
+                listener,
+                owner,
+                config.http_limits(),
+                core.rpc_metrics.refused("http_connections"),
+            );
             if let Some(r) = servers.running.lock().await.as_mut() {
                 r.http = Some(server);
             }

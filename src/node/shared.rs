@@ -18,6 +18,7 @@ use openraft::BasicNode;
 use tonic::service::Routes;
 use tracing::Instrument;
 
+use crate::group::inflight::{Inflight, InflightGuard};
 use crate::group::{quiesce, Group, GroupDeps};
 use crate::ledger::{Ledger, Owner, OwnerKind};
 use crate::metrics::RpcMetrics;
@@ -36,7 +37,7 @@ use crate::rpc::methods::{
     Refusal,
 };
 use crate::rpc::router::Router;
-use crate::rpc::server::{RpcServer, Services};
+use crate::rpc::server::{GrpcLimits, RpcServer, Services};
 use crate::state_machine::ErasedStateMachine;
 use openraft::raft::VoteResponse;
 
@@ -81,6 +82,8 @@ pub(crate) struct NodeCore {
     pub registry: Registry,
     pub lifecycle: Lifecycle,
     pub rpc_metrics: Arc<RpcMetrics>,
+    /// Proposals in flight on this node, its clients' and those forwarded to it.
+    pub inflight: Arc<Inflight>,
     /// Leadership transfers the leader balancer asked for.
     pub leader_moves: std::sync::atomic::AtomicU64,
     /// Other members whose node answers the liveness probe (set by the quiescer's probe).
@@ -124,8 +127,10 @@ impl NodeCore {
     pub fn new(p: CoreParts) -> Arc<NodeCore> {
         let snapshot_dir = p.deps.storage.snapshot_dir().to_path_buf();
         let wakes = std::sync::Mutex::new(pacing::Pacer::new(&p.config));
+        let inflight = Inflight::new(p.config.max_inflight_proposals);
         Arc::new(NodeCore {
             config: p.config,
+            inflight,
             ledger: p.ledger,
             owner: p.owner,
             deps: p.deps,
@@ -166,6 +171,28 @@ impl NodeCore {
 
     fn group(&self, id: GroupId) -> Result<Arc<Group>, RequestError> {
         self.registry.get(id).ok_or(RequestError::GroupNotFound(id))
+    }
+
+    /// A place for one more proposal of `g` on this node, under both bounds; refused (and
+    /// counted) when either is full.
+    fn admit(&self, g: &Group) -> Result<(InflightGuard, InflightGuard), String> {
+        let Some(node) = self.inflight.enter() else {
+            self.rpc_metrics.refused("node_proposals").inc();
+            return Err(format!(
+                "this node has {} proposals in flight (max_inflight_proposals); retry later",
+                self.inflight.limit()
+            ));
+        };
+        let Some(group) = g.inflight.enter() else {
+            self.rpc_metrics.refused("group_proposals").inc();
+            return Err(format!(
+                "group {} has {} proposals in flight on this node \
+                 (max_inflight_proposals_per_group); retry later",
+                g.id,
+                g.inflight.limit()
+            ));
+        };
+        Ok((node, group))
     }
 
     /// Starts group `id` on this node. Returns `false` when it was already running. The
@@ -430,9 +457,12 @@ impl NodeCore {
         group: GroupId,
         command: Vec<u8>,
     ) -> Result<(u64, Reply), RequestError> {
+        let g = self.client_group(group)?;
+        let _admitted = self.admit(&g).map_err(RequestError::Overloaded)?;
         // Numbered once: every attempt proposes the same request, which the state machine
         // applies once however many copies reach the log.
-        let open = self.client_group(group)?.requests.open();
+        let open = g.requests.open();
+        drop(g);
         // What is forwarded is the command and its number: the leader's own proposal span is
         // the parent that replication and apply join.
         let proposal = Proposal {
@@ -565,6 +595,8 @@ impl NodeCore {
             let hint = match refusal {
                 Refusal::NotLeader { leader, addr } => Some((leader, addr)),
                 Refusal::GroupNotFound | Refusal::Unavailable(_) | Refusal::Invalid(_) => None,
+                // Retrying at once would only add to the leader's load.
+                Refusal::Overloaded(m) => return Err(RequestError::Overloaded(m)),
             };
             if let Route::Forward { leader: l, addr } = route::route(self.node_id(), hint) {
                 leader = Some((l, addr));
@@ -795,6 +827,7 @@ impl Router for NodeCore {
             let g = self.registry.get(group).ok_or(Refusal::GroupNotFound)?;
             g.sm.read(|m, _| m.check(&proposal.command))
                 .map_err(Refusal::Invalid)?;
+            let _admitted = self.admit(&g).map_err(Refusal::Overloaded)?;
             let proposed = self
                 .propose_here(&g, proposal.command, proposal.request)
                 .await;
@@ -899,6 +932,10 @@ impl NodeCore {
             app: self.app_routes.get().cloned(),
             metrics: self.rpc_metrics.clone(),
             max_message_bytes: MAX_MESSAGE_BYTES,
+            limits: GrpcLimits {
+                max_connections: self.config.max_connections,
+                max_concurrent_streams: self.config.grpc_max_concurrent_streams,
+            },
         };
         let addr = self.config.grpc_addr;
         let server = RpcServer::start(listener, owner, services)

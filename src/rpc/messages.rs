@@ -26,6 +26,9 @@ pub enum Refusal {
     /// The group cannot serve for now (no quorum, a lease not yet held, shutting down).
     #[error("{0}")]
     Unavailable(String),
+    /// The leader has as many proposals in flight as it takes; the client should retry later.
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 /// A forwarded proposal's outcome on the leader: where it was applied, and its response.

@@ -19,6 +19,7 @@ use tracing::Instrument;
 use crate::ledger::conn::Counted;
 use crate::ledger::{Direction, Owner};
 use crate::metrics::RpcMetrics;
+use crate::net::Admission;
 use crate::raft::types::GroupId;
 use crate::rpc::batcher::{to_result, MAX_BATCH_MESSAGES};
 use crate::rpc::methods::{self, Ctx, Method, Traced};
@@ -38,6 +39,17 @@ pub struct Services {
     pub metrics: Arc<RpcMetrics>,
     /// Largest message accepted or sent.
     pub max_message_bytes: usize,
+    /// What one client may hold.
+    pub limits: GrpcLimits,
+}
+
+/// What the gRPC server lets clients hold.
+#[derive(Clone, Copy, Debug)]
+pub struct GrpcLimits {
+    /// Connections open at once, peers' included; more are closed as they arrive.
+    pub max_connections: usize,
+    /// Concurrent calls on one connection.
+    pub max_concurrent_streams: u32,
 }
 
 /// The running server: stop it with [`RpcServer::stop`].
@@ -58,19 +70,19 @@ impl RpcServer {
         let conn_owner = owner.clone();
         let kill = CancellationToken::new();
         let conn_kill = kill.clone();
-        let incoming = futures::stream::unfold(listener, move |l| {
+        let admission = Admission::new(
+            "grpc",
+            services.limits.max_connections,
+            services.metrics.refused("grpc_connections"),
+        );
+        let incoming = futures::stream::unfold((listener, admission), move |(l, adm)| {
             let owner = conn_owner.clone();
             let kill = conn_kill.clone();
             async move {
-                let accepted = l.accept().await.map(|(stream, peer)| {
-                    let _ = stream.set_nodelay(true);
-                    Counted::killable(
-                        stream,
-                        owner.track_connection(Direction::Inbound, peer.to_string()),
-                        kill,
-                    )
-                });
-                Some((accepted, l))
+                let a = adm.accept(&l).await;
+                let guard = owner.track_connection(Direction::Inbound, a.peer.to_string());
+                let conn = Counted::killable(a.stream, guard, kill).with_permit(a.permit);
+                Some((Ok::<_, io::Error>(conn), (l, adm)))
             }
         });
         let max = services.max_message_bytes;
@@ -82,6 +94,7 @@ impl RpcServer {
         .max_encoding_message_size(max);
         let token = owner.token().clone();
         let app = services.app;
+        let max_streams = services.limits.max_concurrent_streams;
         let task = owner.spawn("rpc-serve", async move {
             // Peers cancel calls that outlive their deadline (openraft gives an append one
             // heartbeat interval), which resets streams the server may not have accepted yet.
@@ -90,7 +103,8 @@ impl RpcServer {
             // woke every group it led: the bound stays (a rapid-reset flood is still cut off),
             // sized for thousands of groups' messages.
             let mut builder = tonic::transport::Server::builder()
-                .http2_max_pending_accept_reset_streams(Some(PENDING_RESET_STREAMS));
+                .http2_max_pending_accept_reset_streams(Some(PENDING_RESET_STREAMS))
+                .max_concurrent_streams(Some(max_streams));
             let router = match app {
                 Some(routes) => builder.add_routes(routes).add_service(raft),
                 None => builder.add_service(raft),

@@ -1249,12 +1249,21 @@ pub fn single_node(extra: &[&str]) -> (tempfile::TempDir, Node) {
 
 /// [`single_node`] with extra environment variables for the child.
 pub fn single_node_with(extra: &[&str], envs: &[(String, String)]) -> (tempfile::TempDir, Node) {
+    single_node_of(&[1], extra, envs)
+}
+
+/// A started single-node cluster of `groups`, with `extra` flags and environment `envs`.
+pub fn single_node_of(
+    groups: &[u64],
+    extra: &[&str],
+    envs: &[(String, String)],
+) -> (tempfile::TempDir, Node) {
     let tmp = tempfile::tempdir().expect("temp dir");
     let mut node = Node::new(
         1,
         tmp.path().join("n1"),
         String::new(),
-        &[1],
+        groups,
         Tuning::default(),
     );
     node.peers = format!("1={}", node.grpc_addr());
