@@ -15,6 +15,39 @@ pub struct Target {
         global = true
     )]
     pub http_addr: String,
+    /// File holding the bearer token to send (its first line). Wins over RAFTNODE_TOKEN.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub token_file: Option<std::path::PathBuf>,
+    /// The bearer token to send, when the node checks tokens.
+    #[arg(
+        long = "token",
+        env = "RAFTNODE_TOKEN",
+        hide_env_values = true,
+        global = true,
+        hide = true
+    )]
+    pub token: Option<String>,
+}
+
+impl Target {
+    /// The token to send, if any: from the file, else from the variable.
+    fn token(&self) -> Result<Option<String>, ClientError> {
+        if let Some(path) = &self.token_file {
+            let text = std::fs::read_to_string(path).map_err(|e| ClientError::Token {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let token = text.lines().next().unwrap_or("").trim().to_string();
+            if token.is_empty() {
+                return Err(ClientError::Token {
+                    path: path.display().to_string(),
+                    reason: "it is empty".into(),
+                });
+            }
+            return Ok(Some(token));
+        }
+        Ok(self.token.clone().filter(|t| !t.trim().is_empty()))
+    }
 }
 
 /// `raftnode kv ...`.
@@ -92,6 +125,14 @@ pub enum ClientError {
         /// What the HTTP client said.
         source: reqwest::Error,
     },
+    /// The token file cannot be used.
+    #[error("token file {path}: {reason}")]
+    Token {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The node answered with an error.
     #[error("{status}: {body}")]
     Refused {
@@ -147,6 +188,10 @@ pub async fn run(target: &Target, call: Call) -> Result<String, ClientError> {
         Call::Group(GroupCommand::Remove { id, purge }) => {
             http.delete(format!("{base}/v1/groups/{id}?purge={purge}"))
         }
+    };
+    let req = match target.token()? {
+        Some(t) => req.bearer_auth(t),
+        None => req,
     };
     let resp = req.send().await.map_err(|source| ClientError::Connect {
         addr: base.clone(),

@@ -339,6 +339,17 @@ settings! {
     max_inflight_proposals_per_group: usize, env "RAFTNODE_MAX_INFLIGHT_PROPOSALS_PER_GROUP",
         value_name "N" => |s, v| s.node.max_inflight_proposals_per_group = v;
 
+    /// File of `token role [name]` lines (roles: read, write, admin). When set, every client
+    /// request needs `Authorization: Bearer <token>` (gRPC: `authorization` metadata) whose role
+    /// allows it; refusals are 401/403 and counted in raftnode_auth_failures_total. Re-read on
+    /// SIGHUP and when it changes. [default: none: clients are not authenticated]
+    auth_token_file: PathBuf, env "RAFTNODE_AUTH_TOKEN_FILE", value_name "FILE"
+        => |s, v| s.node.auth_token_file = Some(v);
+
+    /// Require a read token for /metrics, /healthz and /readyz too. [default: false]
+    metrics_auth: bool, env "RAFTNODE_METRICS_AUTH", value_name "BOOL"
+        => |s, v| s.node.metrics_auth = v;
+
     /// Count tasks, threads and connections per owner. Turn off only to measure what the
     /// accounting costs: leaks then go undetected. [default: true]
     ledger_accounting: bool, env "RAFTNODE_LEDGER_ACCOUNTING", value_name "BOOL"

@@ -17,6 +17,7 @@
 
 #[cfg(feature = "cli")]
 pub mod allocator;
+pub mod auth;
 #[cfg(feature = "cli")]
 pub mod client;
 #[cfg(feature = "cli")]

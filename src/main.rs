@@ -253,7 +253,23 @@ async fn run_until_signalled(settings: Settings) -> ExitCode {
         settings.node.data_dir.display(),
         settings.node.groups
     );
-    signalled().await;
+    // SIGHUP re-reads the credentials; the node keeps serving either way.
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot install the SIGHUP handler: reload by changing the files");
+            None
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = signalled() => break,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => {
+                tracing::info!("SIGHUP: reloading credentials");
+                let _ = node.reload_security();
+            }
+        }
+    }
     tracing::info!("signal received: shutting down gracefully (send again to exit at once)");
     let stopping = tokio::time::Instant::now();
     if let Some(leak) = allocator.stop(leak_deadline).await {

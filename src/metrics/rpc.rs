@@ -13,6 +13,10 @@ pub struct RpcMetrics {
     pub requests: IntCounterVec,
     /// `raftnode_limit_refusals_total{limit}`: what an input limit turned away.
     pub refusals: IntCounterVec,
+    /// `raftnode_auth_failures_total{reason}`: requests refused for their credentials.
+    pub auth_failures: IntCounterVec,
+    /// `raftnode_security_reloads_total{result}`: re-reads of the token file and certificates.
+    pub security_reloads: IntCounterVec,
 }
 
 impl RpcMetrics {
@@ -53,6 +57,21 @@ impl RpcMetrics {
                      http_connections, node_proposals, group_proposals.",
                 ),
                 &["limit"],
+            )?,
+            auth_failures: IntCounterVec::new(
+                Opts::new(
+                    "raftnode_auth_failures_total",
+                    "Requests refused for their credentials, by reason: missing, malformed, \
+                     unknown_token, forbidden, peer_certificate, cluster_id.",
+                ),
+                &["reason"],
+            )?,
+            security_reloads: IntCounterVec::new(
+                Opts::new(
+                    "raftnode_security_reloads_total",
+                    "Re-reads of the token file and certificates, by result: ok, error.",
+                ),
+                &["result"],
             )?,
         })
     }

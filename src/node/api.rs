@@ -35,6 +35,8 @@ struct ApiState {
 
 /// The whole HTTP API: the node's routes and `app`'s, traced alike.
 pub(crate) fn router(core: Arc<NodeCore>, metrics: Metrics, app: Option<Router>) -> Router {
+    let core_auth = core.auth.clone();
+    let metrics_auth = core.config.metrics_auth;
     let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -54,6 +56,16 @@ pub(crate) fn router(core: Arc<NodeCore>, metrics: Metrics, app: Option<Router>)
     let router = router.with_state(ApiState { core, metrics });
     let router = match app {
         Some(app) => router.merge(app),
+        None => router,
+    };
+    let router = match core_auth {
+        Some(authorizer) => router.layer(axum::middleware::from_fn_with_state(
+            crate::auth::http::HttpAuth {
+                authorizer,
+                metrics_auth,
+            },
+            crate::auth::http::check,
+        )),
         None => router,
     };
     router

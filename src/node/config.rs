@@ -80,6 +80,12 @@ pub struct NodeConfig {
     pub max_inflight_proposals: usize,
     /// The same bound for each group.
     pub max_inflight_proposals_per_group: usize,
+    /// A file of `token role [name]` lines: when set, every client request of both servers
+    /// needs `Authorization: Bearer <token>` with a role that allows it. Re-read on
+    /// [`crate::Node::reload_security`] and when the file changes.
+    pub auth_token_file: Option<PathBuf>,
+    /// Whether `/metrics`, `/healthz` and `/readyz` need a (read) token too.
+    pub metrics_auth: bool,
 }
 
 impl Default for NodeConfig {
@@ -112,6 +118,8 @@ impl Default for NodeConfig {
             grpc_max_concurrent_streams: 1024,
             max_inflight_proposals: 4096,
             max_inflight_proposals_per_group: 1024,
+            auth_token_file: None,
+            metrics_auth: false,
         }
     }
 }
@@ -196,6 +204,12 @@ impl NodeConfig {
             "max_inflight_proposals_per_group",
             self.max_inflight_proposals_per_group as u64,
         )?;
+        if self.metrics_auth && self.auth_token_file.is_none() {
+            return Err(invalid(
+                "metrics_auth",
+                "needs auth_token_file: without tokens there is nothing to check",
+            ));
+        }
         let raft = openraft::Config {
             cluster_name: "raftnode".to_string(),
             election_timeout_min: election,

@@ -83,6 +83,15 @@ impl<S: StateMachine> Node<S> {
         self.core.rpc_metrics.clone()
     }
 
+    /// Re-reads the token file (and, with TLS, the certificates); what was in force stays
+    /// when a file does not parse. The binary calls it on SIGHUP; the node also reloads by
+    /// itself when a file changes. Logged, and counted in `raftnode_security_reloads_total`.
+    pub fn reload_security(
+        &self,
+    ) -> Result<crate::node::security::ReloadReport, crate::node::security::ReloadError> {
+        crate::node::security::reload(&self.core, "asked")
+    }
+
     /// The groups running here.
     pub fn groups(&self) -> Vec<GroupId> {
         self.core.registry.all().iter().map(|g| g.id).collect()

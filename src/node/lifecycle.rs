@@ -31,7 +31,7 @@ use crate::node::incarnation::Incarnations;
 use crate::node::plan::{self, Phase};
 use crate::node::shared::{CoreParts, NodeCore};
 use crate::node::types::StopReport;
-use crate::node::{api, balancer, collector, meet, quiescer};
+use crate::node::{api, balancer, collector, meet, quiescer, security};
 use crate::rpc::batcher::BatchLimits;
 use crate::rpc::network::NetworkDeps;
 use crate::rpc::peers::{Batching, Peers};
@@ -80,6 +80,8 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
         field: "state_machine",
         reason: "the node has no state machine: call NodeBuilder::state_machine".into(),
     })?;
+    let rpc_metrics = Arc::new(RpcMetrics::new()?);
+    let auth = security::load_tokens(&config, rpc_metrics.auth_failures.clone())?;
     let ledger = b.ledger.unwrap_or_default();
     if !ledger.accounting() {
         tracing::warn!("ledger accounting is off: leaks will not be detected");
@@ -124,7 +126,6 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
     let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
 
     // 3. Peer channels and what every group shares.
-    let rpc_metrics = Arc::new(RpcMetrics::new()?);
     let deps = GroupDeps {
         node_id: config.node_id,
         raft_config: Arc::new(raft_config),
@@ -155,6 +156,7 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
         owner: node,
         deps,
         rpc_metrics,
+        auth,
         fresh,
         incarnations,
         factory,
@@ -193,6 +195,8 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
         metrics.register(Box::new(core.rpc_metrics.peer_batch.clone()))?;
         metrics.register(Box::new(core.rpc_metrics.requests.clone()))?;
         metrics.register(Box::new(core.rpc_metrics.refusals.clone()))?;
+        metrics.register(Box::new(core.rpc_metrics.auth_failures.clone()))?;
+        metrics.register(Box::new(core.rpc_metrics.security_reloads.clone()))?;
         metrics.register(Box::new(collector::NodeCollector::new(&core)?))?;
         for c in b.collectors {
             metrics.register(c)?;
@@ -228,6 +232,11 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
                 r.quiescer = Some(owner);
             }
         }
+        let stop = core.owner.token().clone();
+        core.owner.spawn(
+            "credentials-watch",
+            security::watch(Arc::downgrade(&core), stop),
+        );
         // A new data dir may be a wiped one: the peers say, before any group runs.
         meet::settle(&core).await?;
         let stop = core.owner.token().clone();

@@ -52,6 +52,7 @@ pub mod plan;
 mod quiescer;
 mod registry;
 pub mod route;
+pub mod security;
 mod shared;
 mod types;
 

@@ -84,6 +84,8 @@ pub(crate) struct NodeCore {
     pub rpc_metrics: Arc<RpcMetrics>,
     /// Proposals in flight on this node, its clients' and those forwarded to it.
     pub inflight: Arc<Inflight>,
+    /// The tokens clients are checked against; `None` when clients are not authenticated.
+    pub auth: Option<Arc<crate::auth::Authorizer>>,
     /// Leadership transfers the leader balancer asked for.
     pub leader_moves: std::sync::atomic::AtomicU64,
     /// Other members whose node answers the liveness probe (set by the quiescer's probe).
@@ -118,6 +120,7 @@ pub(crate) struct CoreParts {
     pub owner: Owner,
     pub deps: GroupDeps,
     pub rpc_metrics: Arc<RpcMetrics>,
+    pub auth: Option<Arc<crate::auth::Authorizer>>,
     pub fresh: bool,
     pub incarnations: crate::node::incarnation::Incarnations,
     pub factory: MachineFactory,
@@ -131,6 +134,7 @@ impl NodeCore {
         Arc::new(NodeCore {
             config: p.config,
             inflight,
+            auth: p.auth,
             ledger: p.ledger,
             owner: p.owner,
             deps: p.deps,
@@ -932,6 +936,7 @@ impl NodeCore {
             app: self.app_routes.get().cloned(),
             metrics: self.rpc_metrics.clone(),
             max_message_bytes: MAX_MESSAGE_BYTES,
+            auth: self.auth.clone(),
             limits: GrpcLimits {
                 max_connections: self.config.max_connections,
                 max_concurrent_streams: self.config.grpc_max_concurrent_streams,

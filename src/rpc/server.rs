@@ -16,6 +16,7 @@ use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use crate::auth::grpc::GrpcAuthLayer;
 use crate::ledger::conn::Counted;
 use crate::ledger::{Direction, Owner};
 use crate::metrics::RpcMetrics;
@@ -41,6 +42,8 @@ pub struct Services {
     pub max_message_bytes: usize,
     /// What one client may hold.
     pub limits: GrpcLimits,
+    /// The tokens client calls are checked against, if clients are authenticated.
+    pub auth: Option<Arc<crate::auth::Authorizer>>,
 }
 
 /// What the gRPC server lets clients hold.
@@ -95,6 +98,7 @@ impl RpcServer {
         let token = owner.token().clone();
         let app = services.app;
         let max_streams = services.limits.max_concurrent_streams;
+        let auth = services.auth;
         let task = owner.spawn("rpc-serve", async move {
             // Peers cancel calls that outlive their deadline (openraft gives an append one
             // heartbeat interval), which resets streams the server may not have accepted yet.
@@ -104,7 +108,8 @@ impl RpcServer {
             // sized for thousands of groups' messages.
             let mut builder = tonic::transport::Server::builder()
                 .http2_max_pending_accept_reset_streams(Some(PENDING_RESET_STREAMS))
-                .max_concurrent_streams(Some(max_streams));
+                .max_concurrent_streams(Some(max_streams))
+                .layer(GrpcAuthLayer::new(auth));
             let router = match app {
                 Some(routes) => builder.add_routes(routes).add_service(raft),
                 None => builder.add_service(raft),

@@ -1,0 +1,117 @@
+//! The node's credentials at run time: what it checks clients against, re-read on demand
+//! ([`crate::Node::reload_security`], which the binary calls on SIGHUP) and when the files
+//! change, so that rotating a token or a certificate never needs a restart. A file that does
+//! not parse is logged and counted, and what was in force stays.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Authorizer;
+use crate::node::config::NodeConfig;
+use crate::node::error::NodeError;
+use crate::node::shared::NodeCore;
+
+/// How often the watch looks at the files' modification times.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Tokens in force after the reload, when a token file is configured.
+    pub tokens: Option<usize>,
+}
+
+/// Why a reload left the credentials as they were.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The token file did not parse.
+    #[error(transparent)]
+    Tokens(#[from] crate::auth::TokenError),
+}
+
+/// Re-reads every credential file; logs and counts the outcome.
+pub(crate) fn reload(core: &NodeCore, why: &str) -> Result<ReloadReport, ReloadError> {
+    let r = reload_files(core.auth.as_deref());
+    let result = match &r {
+        Ok(report) => {
+            tracing::info!(why, tokens = ?report.tokens, "credentials reloaded");
+            "ok"
+        }
+        Err(e) => {
+            tracing::error!(why, error = %e, "credentials not reloaded; the previous ones stay in force");
+            "error"
+        }
+    };
+    core.rpc_metrics
+        .security_reloads
+        .with_label_values(&[result])
+        .inc();
+    r
+}
+
+fn reload_files(auth: Option<&Authorizer>) -> Result<ReloadReport, ReloadError> {
+    let tokens = match auth {
+        Some(a) => Some(a.reload()?),
+        None => None,
+    };
+    Ok(ReloadReport { tokens })
+}
+
+/// The files a reload reads.
+fn watched(core: &NodeCore) -> Vec<PathBuf> {
+    core.auth.iter().map(|a| a.path().to_path_buf()).collect()
+}
+
+fn stamps(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// Reloads whenever a credential file's modification time changes, until `stop`.
+pub(crate) async fn watch(core: Weak<NodeCore>, stop: CancellationToken) {
+    let files = match core.upgrade() {
+        Some(c) => watched(&c),
+        None => return,
+    };
+    if files.is_empty() {
+        return;
+    }
+    let mut seen = stamps(&files);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(WATCH_EVERY) => {}
+        }
+        let now = stamps(&files);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let Some(core) = core.upgrade() else { return };
+        let _ = reload(&core, "a credential file changed");
+    }
+}
+
+/// Reads the token file at start: a bad file stops the start, naming the setting.
+pub(crate) fn load_tokens(
+    config: &NodeConfig,
+    failures: prometheus::IntCounterVec,
+) -> Result<Option<Arc<Authorizer>>, NodeError> {
+    let Some(path) = &config.auth_token_file else {
+        tracing::warn!(
+            "no auth_token_file: any client that reaches the gRPC or HTTP port can read, write \
+             and administer this node"
+        );
+        return Ok(None);
+    };
+    let a = Authorizer::load(path, failures).map_err(|e| NodeError::Config {
+        field: "auth_token_file",
+        reason: e.to_string(),
+    })?;
+    Ok(Some(Arc::new(a)))
+}
