@@ -225,12 +225,7 @@ fn grpc_calls_are_checked_like_http() {
     let (_t, node) = single_node(&["--auth-token-file", &file]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let channel =
-            tonic::transport::Endpoint::from_shared(format!("http://{}", node.grpc_addr()))
-                .unwrap()
-                .connect()
-                .await
-                .unwrap();
+        let channel = grpc_channel(&node.grpc_addr()).await;
         let mut kv = pb::kv_service_client::KvServiceClient::new(channel);
         let put = |key: &str| pb::PutRequest {
             group_id: 1,

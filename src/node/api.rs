@@ -199,6 +199,7 @@ async fn status(State(s): State<ApiState>) -> impl IntoResponse {
         .collect();
     json_ok(json!({
         "node_id": s.core.node_id(),
+        "cluster_id": s.core.deps.network.peers.identity().get(),
         "ready": s.core.lifecycle.is_ready(),
         "draining": s.core.lifecycle.is_draining(),
         "grpc_addr": s.core.config.grpc_addr.to_string(),

@@ -177,6 +177,7 @@ impl Incarnations {
             incarnation: self.own,
             pending: self.pending(),
             groups,
+            cluster: None,
         })
     }
 }

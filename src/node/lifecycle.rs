@@ -23,6 +23,7 @@ use crate::http::HttpServer;
 use crate::ledger::OwnerKind;
 use crate::metrics::{Metrics, RpcMetrics};
 use crate::node::builder::NodeBuilder;
+use crate::node::cluster_id;
 use crate::node::config::{NodeConfig, MAX_MESSAGE_BYTES};
 use crate::node::data_dir;
 use crate::node::error::NodeError;
@@ -33,6 +34,7 @@ use crate::node::shared::{CoreParts, NodeCore};
 use crate::node::types::StopReport;
 use crate::node::{api, balancer, collector, meet, quiescer, security};
 use crate::rpc::batcher::BatchLimits;
+use crate::rpc::cluster::ClusterIdentity;
 use crate::rpc::network::NetworkDeps;
 use crate::rpc::peers::{Batching, Peers};
 use crate::state_machine::StateMachine;
@@ -82,6 +84,10 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
     })?;
     let rpc_metrics = Arc::new(RpcMetrics::new()?);
     let auth = security::load_tokens(&config, rpc_metrics.auth_failures.clone())?;
+    let cluster = ClusterIdentity::new(
+        config.node_id,
+        rpc_metrics.auth_failures.with_label_values(&["cluster_id"]),
+    );
     let ledger = b.ledger.unwrap_or_default();
     if !ledger.accounting() {
         tracing::warn!("ledger accounting is off: leaks will not be detected");
@@ -134,6 +140,7 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
             node_id: config.node_id,
             peers: Peers::new(
                 node.clone(),
+                cluster.clone(),
                 config.election_timeout(),
                 Batching {
                     limits: BatchLimits::for_message_bound(MAX_MESSAGE_BYTES),
@@ -184,6 +191,12 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
         // 4. The shared RPC server, with the program's services.
         if let Some(f) = b.grpc_services {
             core.set_app_routes(f(handle.clone()));
+        }
+        // A data dir that is not new knows its cluster (or, written by an earlier build,
+        // derives it): peers are checked from the server's first call. A new one learns it
+        // at the start-up check below.
+        if !core.incarnations.pending() {
+            cluster_id::settle(&core, None)?;
         }
         core.start_rpc_server(grpc).await?;
         // 5. Metrics, then the HTTP server.

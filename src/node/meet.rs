@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::node::cluster_id;
 use crate::node::error::NodeError;
 use crate::node::shared::NodeCore;
 use crate::raft::types::{GroupId, NodeId};
@@ -168,11 +169,30 @@ pub(crate) async fn settle(core: &Arc<NodeCore>) -> Result<(), NodeError> {
         }
         Verdict::Wait => {}
     }
+    // Before the incarnation settles: a node that stopped in between asks again.
+    let from_peers: BTreeMap<&str, NodeId> = answers
+        .iter()
+        .filter_map(|(id, a)| a.cluster.as_deref().map(|c| (c, *id)))
+        .collect();
+    let adopted = match from_peers.len() {
+        0 => None,
+        1 => from_peers.keys().next().map(|c| c.to_string()),
+        _ => {
+            return Err(data_dir_error(
+                core,
+                format!(
+                    "the peers belong to different clusters (cluster id by peer: {from_peers:?}); \
+                     check --peers"
+                ),
+            ))
+        }
+    };
+    cluster_id::settle(core, adopted)?;
     inc.settle()
         .map_err(|e| data_dir_error(core, format!("cannot write INCARNATION: {e}")))
 }
 
-fn data_dir_error(core: &NodeCore, reason: String) -> NodeError {
+pub(crate) fn data_dir_error(core: &NodeCore, reason: String) -> NodeError {
     NodeError::DataDir {
         path: core.config.data_dir.clone(),
         reason,
@@ -205,6 +225,7 @@ async fn introduce_to(
                     incarnation: 0,
                     pending: false,
                     groups: Vec::new(),
+                    cluster: None,
                 },
             )),
             Err(e) => tracing::debug!(peer = id, error = %e, "introduction not answered"),
@@ -263,6 +284,7 @@ mod tests {
             incarnation: 9,
             pending,
             groups: Vec::new(),
+            cluster: None,
         }
     }
 

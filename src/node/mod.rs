@@ -35,6 +35,7 @@
 mod api;
 mod balancer;
 mod builder;
+mod cluster_id;
 mod collector;
 pub mod config;
 mod data_dir;

@@ -633,7 +633,7 @@ impl NodeCore {
             .peers
             .channel(to, addr)
             .map_err(|e| CallError::Remote(e.to_string()))?;
-        let mut c = client::client(channel, MAX_MESSAGE_BYTES);
+        let mut c = client::client(channel, MAX_MESSAGE_BYTES, self.deps.network.peers.stamp());
         client::call::<M>(&mut c, group, req, timeout, &tracing::Span::none()).await
     }
 
@@ -727,7 +727,7 @@ impl NodeCore {
             tracing::warn!(group, error = %e, "cannot forward to leader");
             CallError::Remote(e.to_string())
         })?;
-        let mut c = client::client(channel, MAX_MESSAGE_BYTES);
+        let mut c = client::client(channel, MAX_MESSAGE_BYTES, self.deps.network.peers.stamp());
         client::call::<M>(&mut c, group, req, self.config.request_timeout(), span).await
     }
 }
@@ -813,8 +813,11 @@ impl Router for NodeCore {
     }
 
     fn meet(&self, intro: Introduction) -> Result<Acquaintance, String> {
-        self.incarnations
-            .answer(self.node_id(), intro, |node| self.groups_with_member(node))
+        let mut a = self
+            .incarnations
+            .answer(self.node_id(), intro, |node| self.groups_with_member(node))?;
+        a.cluster = self.deps.network.peers.identity().get().map(String::from);
+        Ok(a)
     }
 
     fn snapshot_dir(&self) -> &Path {
@@ -882,8 +885,9 @@ impl NodeCore {
         };
         let (group, timeout) = (Arc::downgrade(g), self.config.election_timeout());
         let stop = g.owner().token().clone();
+        let stamp = self.deps.network.peers.stamp();
         let check = async move {
-            let mut c = client::client(channel, MAX_MESSAGE_BYTES);
+            let mut c = client::client(channel, MAX_MESSAGE_BYTES, stamp);
             let Some(id) = group.upgrade().map(|g| g.id) else {
                 return;
             };
@@ -937,6 +941,7 @@ impl NodeCore {
             metrics: self.rpc_metrics.clone(),
             max_message_bytes: MAX_MESSAGE_BYTES,
             auth: self.auth.clone(),
+            cluster: self.deps.network.peers.identity().clone(),
             limits: GrpcLimits {
                 max_connections: self.config.max_connections,
                 max_concurrent_streams: self.config.grpc_max_concurrent_streams,

@@ -18,11 +18,10 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::ledger::Owner;
-use crate::rpc::pb::raft_service_client::RaftServiceClient;
+use crate::rpc::cluster::PeerClient;
 use crate::rpc::pb::{RaftBatch, RaftRequest, RaftResult};
 
 /// How large batches get and how many travel at once. Chosen so that one batch stays far
@@ -84,7 +83,7 @@ impl Batcher {
     /// when the owner stops, or when every `Batcher` clone is gone and the last batch returned.
     pub fn start(
         owner: &Owner,
-        client: RaftServiceClient<Channel>,
+        client: PeerClient,
         limits: BatchLimits,
         sizes: prometheus::Histogram,
     ) -> Batcher {
@@ -134,7 +133,7 @@ impl Batcher {
 
 async fn run(
     mut rx: mpsc::Receiver<Queued>,
-    client: RaftServiceClient<Channel>,
+    client: PeerClient,
     limits: BatchLimits,
     sizes: prometheus::Histogram,
     stop: CancellationToken,
@@ -195,7 +194,7 @@ fn gather(
 }
 
 /// One batch's round trip; every caller gets its own result, or the batch's failure.
-async fn send(mut client: RaftServiceClient<Channel>, batch: Vec<Queued>) {
+async fn send(mut client: PeerClient, batch: Vec<Queued>) {
     let now = Instant::now();
     // A message that waited past its caller's deadline is not sent: the caller hears that it
     // timed out (rather than that the sender stopped, which would be untrue).

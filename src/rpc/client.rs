@@ -5,13 +5,11 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use tonic::transport::Channel;
-
 use crate::raft::types::GroupId;
 use crate::rpc::batcher::Batcher;
+pub use crate::rpc::cluster::{client, PeerClient};
 use crate::rpc::codec;
 use crate::rpc::methods::Rpc;
-use crate::rpc::pb::raft_service_client::RaftServiceClient;
 use crate::rpc::pb::RaftRequest;
 
 /// Why a call produced no response.
@@ -26,13 +24,6 @@ pub enum CallError {
     /// The peer's method ran and failed; the text is its error.
     #[error("{0}")]
     Remote(String),
-}
-
-/// A client of the Raft service on one peer's shared channel, with the message size bounds.
-pub fn client(channel: Channel, max_message_bytes: usize) -> RaftServiceClient<Channel> {
-    RaftServiceClient::new(channel)
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes)
 }
 
 /// The wire form of one call of `M` for `group`.
@@ -55,7 +46,7 @@ pub(crate) fn response<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CallErr
 /// Calls `M` for `group`, bounded by `timeout`. When `span` is recorded, its context travels
 /// in the request's metadata, so that the peer's work joins the caller's trace.
 pub async fn call<M: Rpc>(
-    client: &mut RaftServiceClient<Channel>,
+    client: &mut PeerClient,
     group: GroupId,
     req: &M::Request,
     timeout: Duration,

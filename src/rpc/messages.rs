@@ -124,4 +124,7 @@ pub struct Acquaintance {
     /// When the peer knew that node by another incarnation: the groups it runs with that node
     /// as a member, whose replicas there were lost with the old data dir.
     pub groups: Vec<GroupId>,
+    /// The peer's cluster id, once it has one: a node on a new data dir takes it.
+    #[serde(default)]
+    pub cluster: Option<String>,
 }

@@ -4,6 +4,7 @@
 
 pub mod batcher;
 pub mod client;
+pub mod cluster;
 pub mod codec;
 pub mod messages;
 pub mod methods;

@@ -15,7 +15,6 @@ use openraft::raft::{
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, OptionalSend, RPCTypes};
-use tonic::transport::Channel;
 use tracing::Instrument;
 
 use crate::ledger::{Direction, Owner};
@@ -24,8 +23,8 @@ use crate::raft::state_machine::Snapshot;
 use crate::raft::types::{entry_bytes, Entry, GroupId, NodeId, TypeConfig, Vote};
 use crate::rpc::batcher::Batcher;
 use crate::rpc::client::{self, CallError};
+use crate::rpc::cluster::PeerClient;
 use crate::rpc::methods::{rpc, Method, Rpc};
-use crate::rpc::pb::raft_service_client::RaftServiceClient;
 use crate::rpc::peers::Peers;
 use crate::rpc::snapshot_stream;
 
@@ -64,7 +63,11 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GroupNetwork {
         let client = match self.deps.peers.link(target, &node.addr) {
             Ok(link) => Ok(Link {
-                alone: client::client(link.channel, self.deps.max_message_bytes),
+                alone: client::client(
+                    link.channel,
+                    self.deps.max_message_bytes,
+                    self.deps.peers.stamp(),
+                ),
                 batched: link.batcher,
             }),
             Err(e) => Err(e.to_string()),
@@ -101,7 +104,7 @@ pub struct GroupNetwork {
 /// The two ways to the peer: alone, for the rare large calls (snapshots, transfers), and in
 /// the peer's batches, for the steady stream of votes and appends.
 struct Link {
-    alone: RaftServiceClient<Channel>,
+    alone: PeerClient,
     batched: Batcher,
 }
 

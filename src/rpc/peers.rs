@@ -13,6 +13,7 @@ use crate::ledger::conn::{counting_connector, OwnerExecutor};
 use crate::ledger::{Owner, OwnerKind};
 use crate::raft::types::NodeId;
 use crate::rpc::batcher::{BatchLimits, Batcher};
+use crate::rpc::cluster::{ClusterIdentity, Stamp};
 
 struct Peer {
     addr: String,
@@ -45,6 +46,7 @@ pub struct Batching {
 #[derive(Clone)]
 pub struct Peers {
     parent: Owner,
+    identity: Arc<ClusterIdentity>,
     inner: Arc<Mutex<HashMap<NodeId, Peer>>>,
     connect_timeout: Duration,
     batching: Batching,
@@ -64,13 +66,29 @@ pub struct BadPeerAddr {
 
 impl Peers {
     /// No channel yet; each peer's is made on first use, as a child owner of `parent`.
-    pub fn new(parent: Owner, connect_timeout: Duration, batching: Batching) -> Self {
+    pub fn new(
+        parent: Owner,
+        identity: Arc<ClusterIdentity>,
+        connect_timeout: Duration,
+        batching: Batching,
+    ) -> Self {
         Peers {
             parent,
+            identity,
             inner: Arc::new(Mutex::new(HashMap::new())),
             connect_timeout,
             batching,
         }
+    }
+
+    /// The stamp of this node's calls: its id and cluster id.
+    pub fn stamp(&self) -> Stamp {
+        self.identity.stamp()
+    }
+
+    /// This node's id and cluster id.
+    pub fn identity(&self) -> &Arc<ClusterIdentity> {
+        &self.identity
     }
 
     /// The shared channel to `node` at `addr`, created lazily on first use.
@@ -101,7 +119,11 @@ impl Peers {
         // The channel's worker and connection tasks then count as the peer's own.
         let endpoint = endpoint.executor(OwnerExecutor::new(owner.clone(), "peer-channel"));
         let channel = endpoint.connect_with_connector_lazy(counting_connector(owner.clone()));
-        let client = crate::rpc::client::client(channel.clone(), self.batching.max_message_bytes);
+        let client = crate::rpc::client::client(
+            channel.clone(),
+            self.batching.max_message_bytes,
+            self.stamp(),
+        );
         let sizes = self.batching.sizes.with_label_values(&[node.to_string()]);
         let batcher = Batcher::start(&owner, client, self.batching.limits, sizes);
         let link = PeerLink { channel, batcher };

@@ -23,6 +23,7 @@ use crate::metrics::RpcMetrics;
 use crate::net::Admission;
 use crate::raft::types::GroupId;
 use crate::rpc::batcher::{to_result, MAX_BATCH_MESSAGES};
+use crate::rpc::cluster::ClusterIdentity;
 use crate::rpc::methods::{self, Ctx, Method, Traced};
 use crate::rpc::pb::raft_service_server::{RaftService, RaftServiceServer};
 use crate::rpc::pb::{RaftBatch, RaftBatchReply, RaftReply, RaftRequest, SnapshotChunk};
@@ -44,6 +45,8 @@ pub struct Services {
     pub limits: GrpcLimits,
     /// The tokens client calls are checked against, if clients are authenticated.
     pub auth: Option<Arc<crate::auth::Authorizer>>,
+    /// This node's cluster id, which node-to-node calls must carry.
+    pub cluster: Arc<ClusterIdentity>,
 }
 
 /// What the gRPC server lets clients hold.
@@ -92,6 +95,7 @@ impl RpcServer {
         let raft = RaftServiceServer::new(RaftSvc {
             router: services.router,
             metrics: services.metrics,
+            cluster: services.cluster,
         })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
@@ -163,6 +167,7 @@ const PENDING_RESET_STREAMS: usize = 1024;
 struct RaftSvc {
     router: Arc<dyn Router>,
     metrics: Arc<RpcMetrics>,
+    cluster: Arc<ClusterIdentity>,
 }
 
 /// Where a call's trace context comes from: the request's metadata for a lone call, the call's
@@ -238,6 +243,7 @@ impl RaftService for RaftSvc {
     ) -> Result<Response<RaftReply>, Status> {
         let method = Method::InstallSnapshot;
         let (metadata, _, mut stream) = req.into_parts();
+        self.cluster.admit(&metadata, false)?;
         let first = match snapshot_stream::first_piece(&mut stream).await {
             Ok(first) => first,
             Err(e) => {
@@ -255,6 +261,8 @@ impl RaftService for RaftSvc {
     }
 
     async fn call(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let introduction = req.get_ref().method == Method::Meet.code();
+        self.cluster.admit(req.metadata(), introduction)?;
         let parent = Parent::Metadata(req.metadata());
         let payload = self.serve(req.get_ref(), parent).await?;
         Ok(Response::new(RaftReply { payload }))
@@ -264,6 +272,7 @@ impl RaftService for RaftSvc {
     /// different groups (or the same group's pipelined appends, which openraft orders by
     /// their log ids), and a failure of one is its own result, not the batch's.
     async fn batch(&self, req: Request<RaftBatch>) -> Result<Response<RaftBatchReply>, Status> {
+        self.cluster.admit(req.metadata(), false)?;
         let calls = req.into_inner().calls;
         if calls.len() > MAX_BATCH_MESSAGES {
             return Err(Status::invalid_argument(format!(

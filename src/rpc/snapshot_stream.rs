@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::raft::SnapshotResponse;
-use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
 use crate::ledger::Owner;
@@ -21,8 +20,8 @@ use crate::raft::snapshot_data::SnapshotData;
 use crate::raft::state_machine::Snapshot;
 use crate::raft::types::{GroupId, SnapshotMeta, TypeConfig, Vote};
 use crate::rpc::client::{self, CallError};
+use crate::rpc::cluster::PeerClient;
 use crate::rpc::codec;
-use crate::rpc::pb::raft_service_client::RaftServiceClient;
 use crate::rpc::pb::SnapshotChunk;
 use crate::rpc::router::Router;
 use crate::storage::snapshot_file::SnapshotFile;
@@ -44,7 +43,7 @@ type Header = (Vote, SnapshotMeta, u64);
 /// the install.
 #[allow(clippy::too_many_arguments)]
 pub async fn send(
-    mut client: RaftServiceClient<Channel>,
+    mut client: PeerClient,
     owner: &Owner,
     group: GroupId,
     vote: Vote,

@@ -1242,6 +1242,15 @@ pub fn describe_segments(data_dir: &Path) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// A gRPC channel to `addr` (host:port), plain text.
+pub async fn grpc_channel(addr: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a gRPC endpoint")
+        .connect()
+        .await
+        .expect("connect to the gRPC port")
+}
+
 /// A started single-node cluster (group 1) in its own temp dir, with `extra` flags.
 pub fn single_node(extra: &[&str]) -> (tempfile::TempDir, Node) {
     single_node_with(extra, &[])
