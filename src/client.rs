@@ -15,6 +15,16 @@ pub struct Target {
         global = true
     )]
     pub http_addr: String,
+    /// Talk HTTPS, trusting the CA in this PEM file (the node's client certificate's CA).
+    #[arg(long, env = "RAFTNODE_CA_FILE", value_name = "FILE", global = true)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// A client certificate and key (PEM, in one file or two: see --key-file) to present to
+    /// nodes that require one (--client-ca-file).
+    #[arg(long, env = "RAFTNODE_CERT_FILE", value_name = "FILE", global = true)]
+    pub cert_file: Option<std::path::PathBuf>,
+    /// The key of --cert-file.
+    #[arg(long, env = "RAFTNODE_KEY_FILE", value_name = "FILE", global = true)]
+    pub key_file: Option<std::path::PathBuf>,
     /// File holding the bearer token to send (its first line). Wins over RAFTNODE_TOKEN.
     #[arg(long, value_name = "FILE", global = true)]
     pub token_file: Option<std::path::PathBuf>,
@@ -125,6 +135,14 @@ pub enum ClientError {
         /// What the HTTP client said.
         source: reqwest::Error,
     },
+    /// A CA, certificate or key file cannot be used.
+    #[error("{path}: {reason}")]
+    Tls {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The token file cannot be used.
     #[error("token file {path}: {reason}")]
     Token {
@@ -143,6 +161,13 @@ pub enum ClientError {
     },
 }
 
+fn read_file(path: &std::path::Path) -> Result<Vec<u8>, ClientError> {
+    std::fs::read(path).map_err(|e| ClientError::Tls {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
 fn key_path(key: &str) -> String {
     // Keys may contain any character; escape what a URL path would misread.
     key.bytes()
@@ -157,14 +182,38 @@ fn key_path(key: &str) -> String {
 
 /// Runs one call and returns what to print on success.
 pub async fn run(target: &Target, call: Call) -> Result<String, ClientError> {
-    let base = format!("http://{}", target.http_addr);
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|source| ClientError::Connect {
-            addr: base.clone(),
-            source,
+    let scheme = if target.ca_file.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let base = format!("{scheme}://{}", target.http_addr);
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+    if let Some(ca) = &target.ca_file {
+        let pem = read_file(ca)?;
+        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| ClientError::Tls {
+            path: ca.display().to_string(),
+            reason: e.to_string(),
         })?;
+        builder = builder
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(cert);
+    }
+    if let Some(cert) = &target.cert_file {
+        let mut pem = read_file(cert)?;
+        if let Some(key) = &target.key_file {
+            pem.extend(read_file(key)?);
+        }
+        let id = reqwest::Identity::from_pem(&pem).map_err(|e| ClientError::Tls {
+            path: cert.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        builder = builder.identity(id);
+    }
+    let http = builder.build().map_err(|source| ClientError::Connect {
+        addr: base.clone(),
+        source,
+    })?;
     let req = match call {
         Call::Status => http.get(format!("{base}/v1/status")),
         // A health probe must answer well within the container runtime's own probe timeout.

@@ -350,6 +350,35 @@ settings! {
     metrics_auth: bool, env "RAFTNODE_METRICS_AUTH", value_name "BOOL"
         => |s, v| s.node.metrics_auth = v;
 
+    /// This node's certificate for peers (PEM, leaf first), naming it as the DNS name
+    /// raftnode-node-<id>. With --peer-key-file and --peer-ca-file, node-to-node traffic is
+    /// mutual TLS: only members with a certificate of that CA that names their node id are
+    /// heard. Re-read on SIGHUP and when it changes. [default: none: plain text, with a
+    /// warning]
+    peer_cert_file: PathBuf, env "RAFTNODE_PEER_CERT_FILE", value_name "FILE"
+        => |s, v| s.node.peer_cert_file = Some(v);
+
+    /// The key of --peer-cert-file (PEM).
+    peer_key_file: PathBuf, env "RAFTNODE_PEER_KEY_FILE", value_name "FILE"
+        => |s, v| s.node.peer_key_file = Some(v);
+
+    /// The CA (PEM) that signs every member's peer certificate.
+    peer_ca_file: PathBuf, env "RAFTNODE_PEER_CA_FILE", value_name "FILE"
+        => |s, v| s.node.peer_ca_file = Some(v);
+
+    /// The certificate (PEM) clients see on gRPC and HTTP; with --client-key-file, clients
+    /// talk TLS. Needs peer TLS: clients and peers share the gRPC port. [default: none]
+    client_cert_file: PathBuf, env "RAFTNODE_CLIENT_CERT_FILE", value_name "FILE"
+        => |s, v| s.node.client_cert_file = Some(v);
+
+    /// The key of --client-cert-file (PEM).
+    client_key_file: PathBuf, env "RAFTNODE_CLIENT_KEY_FILE", value_name "FILE"
+        => |s, v| s.node.client_key_file = Some(v);
+
+    /// A CA (PEM): when set, clients must present a certificate it signed. [default: none]
+    client_ca_file: PathBuf, env "RAFTNODE_CLIENT_CA_FILE", value_name "FILE"
+        => |s, v| s.node.client_ca_file = Some(v);
+
     /// Count tasks, threads and connections per owner. Turn off only to measure what the
     /// accounting costs: leaks then go undetected. [default: true]
     ledger_accounting: bool, env "RAFTNODE_LEDGER_ACCOUNTING", value_name "BOOL"

@@ -47,6 +47,7 @@ pub(crate) mod storage;
 #[cfg(feature = "cli")]
 pub mod telemetry;
 pub(crate) mod threads;
+pub mod tls;
 
 pub use ids::{GroupId, NodeId};
 pub use ledger::Ledger;

@@ -10,11 +10,6 @@ use reqwest::Method;
 use std::path::Path;
 use std::time::Duration;
 
-mod pb {
-    #![allow(clippy::all, clippy::pedantic)]
-    tonic::include_proto!("raftnode.v1");
-}
-
 const READ: &str = "reader-secret-0123456789";
 const WRITE: &str = "writer-secret-0123456789";
 const ADMIN: &str = "admin-secret-0123456789a";
@@ -38,12 +33,6 @@ fn call(node: &Node, method: Method, path: &str, token: Option<&str>) -> (u16, S
     let challenged = r.headers().get("www-authenticate").is_some();
     let status = r.status().as_u16();
     (status, r.text().unwrap_or_default(), challenged)
-}
-
-/// Refusals counted for `reason` (the metrics stay open without `--metrics-auth`).
-fn failures(node: &Node, reason: &str) -> f64 {
-    node.scrape()
-        .sum("raftnode_auth_failures_total", &[("reason", reason)])
 }
 
 #[test]
@@ -125,9 +114,9 @@ fn each_role_does_exactly_what_it_may_over_http() {
     for path in ["/healthz", "/readyz", "/metrics"] {
         assert_eq!(call(&node, Method::GET, path, None).0, 200, "{path}");
     }
-    assert!(failures(&node, "forbidden") >= 6.0);
-    assert!(failures(&node, "missing") >= 2.0);
-    assert!(failures(&node, "unknown_token") >= 1.0);
+    assert!(auth_failures(&node, "forbidden") >= 6.0);
+    assert!(auth_failures(&node, "missing") >= 2.0);
+    assert!(auth_failures(&node, "unknown_token") >= 1.0);
 
     // The CLI sends its token from a file or from RAFTNODE_TOKEN.
     let addr = node.http_addr();
@@ -176,18 +165,12 @@ fn each_role_does_exactly_what_it_may_over_http() {
 fn metrics_auth_closes_health_and_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     let file = token_file(tmp.path(), &format!("{READ} read\n"));
-    let mut node = Node::new(
-        1,
-        tmp.path().join("n1"),
-        String::new(),
-        &[1],
-        Tuning::default(),
+    let node = lone_node(
+        tmp.path(),
+        ["--auth-token-file", &file, "--metrics-auth", "true"]
+            .map(String::from)
+            .to_vec(),
     );
-    node.peers = format!("1={}", node.grpc_addr());
-    node.extra_args = ["--auth-token-file", &file, "--metrics-auth", "true"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
     node.start();
     assert!(
         wait_until(READY_TIMEOUT, || {

@@ -6,11 +6,6 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-mod pb {
-    #![allow(clippy::all, clippy::pedantic)]
-    tonic::include_proto!("raftnode.v1");
-}
-
 fn cluster_id(node: &Node) -> String {
     eventually(
         Duration::from_secs(20),
@@ -23,33 +18,13 @@ fn cluster_id(node: &Node) -> String {
 }
 
 fn refused(node: &Node) -> f64 {
-    node.scrape()
-        .sum("raftnode_auth_failures_total", &[("reason", "cluster_id")])
+    auth_failures(node, "cluster_id")
 }
 
 /// One raw node-to-node call to `node`, carrying `cluster` if any.
 fn raw_call(node: &Node, cluster: Option<&str>) -> tonic::Code {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let channel = grpc_channel(&node.grpc_addr()).await;
-        let mut raft = pb::raft_service_client::RaftServiceClient::new(channel);
-        let mut req = tonic::Request::new(pb::RaftRequest {
-            group_id: 1,
-            payload: Vec::new(),
-            method: 1,
-            traceparent: String::new(),
-        });
-        req.metadata_mut()
-            .insert("x-raftnode-from", "9".parse().unwrap());
-        if let Some(c) = cluster {
-            req.metadata_mut()
-                .insert("x-raftnode-cluster", c.parse().unwrap());
-        }
-        match raft.call(req).await {
-            Ok(_) => tonic::Code::Ok,
-            Err(s) => s.code(),
-        }
-    })
+    rt.block_on(async { raft_call(grpc_channel(&node.grpc_addr()).await, 9, cluster).await })
 }
 
 #[test]

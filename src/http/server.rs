@@ -7,6 +7,7 @@
 //! HTTP/1.1 only: its clients are operators, scrapers and load balancers, and with one
 //! protocol the header deadline covers a connection from its first byte.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -16,12 +17,15 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use prometheus::IntCounter;
 use tokio::net::TcpListener;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::ledger::conn::Counted;
 use crate::ledger::{Direction, Owner};
 use crate::net::{Accepted, Admission, Idle};
+use crate::tls::io::ServerIo;
+use crate::tls::Tls;
 
 /// What the HTTP server lets one client hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +56,7 @@ impl HttpServer {
         listener: TcpListener,
         owner: Owner,
         limits: HttpLimits,
+        tls: Option<Arc<Tls>>,
         refused: IntCounter,
     ) -> HttpServer {
         let admission = Admission::new("http", limits.max_connections, refused);
@@ -64,6 +69,7 @@ impl HttpServer {
                 owner.clone(),
                 admission.clone(),
                 limits,
+                tls,
                 kill.clone(),
             ),
         );
@@ -103,6 +109,7 @@ async fn accept_loop(
     owner: Owner,
     admission: Admission,
     limits: HttpLimits,
+    tls: Option<Arc<Tls>>,
     kill: CancellationToken,
 ) {
     let stop = owner.token().clone();
@@ -112,7 +119,16 @@ async fn accept_loop(
             a = admission.accept(&listener) => a,
         };
         let name = accepted.peer.to_string();
-        let conn = serve_connection(accepted, router.clone(), &owner, limits, kill.clone());
+        // Read per connection: a reload takes effect for the next one.
+        let config = tls.as_ref().and_then(|t| t.current().http_server.clone());
+        let conn = serve_connection(
+            accepted,
+            router.clone(),
+            &owner,
+            limits,
+            config,
+            kill.clone(),
+        );
         drop(owner.spawn("http-connection", conn));
         tracing::trace!(peer = %name, "HTTP connection accepted");
     }
@@ -125,6 +141,7 @@ fn serve_connection(
     router: Router,
     owner: &Owner,
     limits: HttpLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     kill: CancellationToken,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let Accepted {
@@ -133,11 +150,33 @@ fn serve_connection(
         permit,
     } = accepted;
     let guard = owner.track_connection(Direction::Inbound, peer.to_string());
-    let io = Idle::new(Counted::killable(stream, guard, kill));
-    let clock = io.clock();
     let stop = owner.token().clone();
     async move {
         let _permit = permit;
+        // The handshake counts against the header deadline: it is what comes before headers.
+        let stream: ServerIo = match tls {
+            None => Either::Left(stream),
+            Some(config) => {
+                let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                let shaken = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = tokio::time::timeout(limits.header_timeout, handshake) => r,
+                };
+                match shaken {
+                    Ok(Ok(s)) => Either::Right(s),
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "HTTP TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "HTTP TLS handshake timed out");
+                        return;
+                    }
+                }
+            }
+        };
+        let io = Idle::new(Counted::killable(stream, guard, kill));
+        let clock = io.clock();
         let service = TowerToHyperService::new(
             router.map_request(|req: hyper::Request<Incoming>| req.map(Body::new)),
         );

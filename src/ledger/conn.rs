@@ -11,7 +11,6 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
-use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use hyper_util::client::legacy::connect::{Connected as ClientConnected, Connection};
 use hyper_util::rt::TokioIo;
@@ -20,9 +19,11 @@ use tonic::transport::Uri;
 use super::verdict::Direction;
 use super::{ItemGuard, Owner};
 
-/// A socket (or any stream) that counts as one connection of its owner while it lives.
-pub struct Counted<S> {
+/// A socket (or any stream) that counts as one connection of its owner while it lives, with
+/// `info`, what its server learned about it when it was accepted (its TLS identity, say).
+pub struct Counted<S, I = ()> {
     inner: S,
+    info: I,
     _guard: ItemGuard,
     /// When cancelled, every read and write fails, so whatever task drives the socket ends
     /// even if the peer never speaks again. Servers use it to force-close what did not drain.
@@ -36,6 +37,7 @@ impl<S> Counted<S> {
     pub fn new(inner: S, guard: ItemGuard) -> Self {
         Counted {
             inner,
+            info: (),
             _guard: guard,
             kill: None,
             _permit: None,
@@ -46,6 +48,7 @@ impl<S> Counted<S> {
     pub fn killable(inner: S, guard: ItemGuard, kill: CancellationToken) -> Self {
         Counted {
             inner,
+            info: (),
             _guard: guard,
             kill: Some(Box::pin(kill.cancelled_owned())),
             _permit: None,
@@ -56,6 +59,24 @@ impl<S> Counted<S> {
     pub fn with_permit(mut self, permit: tokio::sync::OwnedSemaphorePermit) -> Self {
         self._permit = Some(permit);
         self
+    }
+
+    /// The same connection, carrying `info`.
+    pub fn with_info<I>(self, info: I) -> Counted<S, I> {
+        Counted {
+            inner: self.inner,
+            info,
+            _guard: self._guard,
+            kill: self.kill,
+            _permit: self._permit,
+        }
+    }
+}
+
+impl<S, I> Counted<S, I> {
+    /// What the server learned about the connection when it accepted it.
+    pub fn info(&self) -> &I {
+        &self.info
     }
 
     /// Ready with an error once the kill token fires; registers the waker otherwise.
@@ -70,14 +91,6 @@ impl<S> Counted<S> {
     }
 }
 
-impl Connected for Counted<TcpStream> {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
-    }
-}
-
 /// For hyper's pooled client, which asks each dialled stream what it is.
 impl Connection for Counted<TcpStream> {
     fn connected(&self) -> ClientConnected {
@@ -85,7 +98,7 @@ impl Connection for Counted<TcpStream> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+impl<S: AsyncRead + Unpin, I: Unpin> AsyncRead for Counted<S, I> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -98,7 +111,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+impl<S: AsyncWrite + Unpin, I: Unpin> AsyncWrite for Counted<S, I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -151,22 +164,29 @@ pub fn counting_connector(
         let owner = owner.clone();
         // Boxed: hyper's pooled client wants an `Unpin` future.
         Box::pin(async move {
-            let host = uri
-                .host()
-                .unwrap_or_default()
-                .trim_matches(['[', ']'])
-                .to_string();
-            let port = uri.port_u16().unwrap_or(80);
-            let stream = TcpStream::connect((host.as_str(), port)).await?;
-            stream.set_nodelay(true)?;
-            let peer = stream
-                .peer_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_else(|_| format!("{host}:{port}"));
+            let (stream, peer) = dial(&uri).await?;
             let guard = owner.track_connection(Direction::Outbound, peer);
             Ok(TokioIo::new(Counted::new(stream, guard)))
         }) as futures::future::BoxFuture<'static, _>
     })
+}
+
+/// Connects to `uri`'s host and port with `TCP_NODELAY`; returns the socket and the address
+/// it reached, as the ledger names the connection.
+pub async fn dial(uri: &Uri) -> io::Result<(TcpStream, String)> {
+    let host = uri
+        .host()
+        .unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_string();
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = TcpStream::connect((host.as_str(), port)).await?;
+    stream.set_nodelay(true)?;
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| format!("{host}:{port}"));
+    Ok((stream, peer))
 }
 
 /// hyper's and tonic's executor hook: the connection drivers and channel workers they spawn

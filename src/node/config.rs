@@ -86,6 +86,20 @@ pub struct NodeConfig {
     pub auth_token_file: Option<PathBuf>,
     /// Whether `/metrics`, `/healthz` and `/readyz` need a (read) token too.
     pub metrics_auth: bool,
+    /// This node's certificate for peers (PEM, leaf first); it names `raftnode-node-<id>`.
+    /// With its key and the peer CA, node-to-node traffic is mutual TLS.
+    pub peer_cert_file: Option<PathBuf>,
+    /// The key of `peer_cert_file` (PEM).
+    pub peer_key_file: Option<PathBuf>,
+    /// The CA (PEM) that signs every member's peer certificate.
+    pub peer_ca_file: Option<PathBuf>,
+    /// The certificate clients see on gRPC and HTTP (PEM); needs peer TLS, since clients and
+    /// peers share the gRPC port.
+    pub client_cert_file: Option<PathBuf>,
+    /// The key of `client_cert_file` (PEM).
+    pub client_key_file: Option<PathBuf>,
+    /// A CA (PEM): when set, clients must present a certificate it signed.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -120,6 +134,12 @@ impl Default for NodeConfig {
             max_inflight_proposals_per_group: 1024,
             auth_token_file: None,
             metrics_auth: false,
+            peer_cert_file: None,
+            peer_key_file: None,
+            peer_ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            client_ca_file: None,
         }
     }
 }
@@ -210,6 +230,7 @@ impl NodeConfig {
                 "needs auth_token_file: without tokens there is nothing to check",
             ));
         }
+        self.tls_files()?;
         let raft = openraft::Config {
             cluster_name: "raftnode".to_string(),
             election_timeout_min: election,
@@ -279,6 +300,57 @@ impl NodeConfig {
     /// The minimum election timeout.
     pub fn election_timeout(&self) -> Duration {
         Duration::from_millis(self.election_timeout_ms)
+    }
+
+    /// The TLS files, when TLS is on; an error when they are given only in part.
+    pub fn tls_files(&self) -> Result<Option<crate::tls::TlsFiles>, NodeError> {
+        let peer = (
+            &self.peer_cert_file,
+            &self.peer_key_file,
+            &self.peer_ca_file,
+        );
+        let client = (&self.client_cert_file, &self.client_key_file);
+        let peer = match peer {
+            (Some(c), Some(k), Some(ca)) => Some((c.clone(), k.clone(), ca.clone())),
+            (None, None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "peer_cert_file",
+                    "peer TLS needs all of peer_cert_file, peer_key_file and peer_ca_file",
+                ))
+            }
+        };
+        let client = match client {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "client_cert_file",
+                    "client TLS needs both client_cert_file and client_key_file",
+                ))
+            }
+        };
+        if self.client_ca_file.is_some() && client.is_none() {
+            return Err(invalid(
+                "client_ca_file",
+                "needs client_cert_file and client_key_file: clients check the server first",
+            ));
+        }
+        match peer {
+            None if client.is_some() => Err(invalid(
+                "client_cert_file",
+                "client TLS needs peer TLS (peer_cert_file, peer_key_file, peer_ca_file): \
+                 clients and peers share the gRPC port",
+            )),
+            None => Ok(None),
+            Some((peer_cert, peer_key, peer_ca)) => Ok(Some(crate::tls::TlsFiles {
+                peer_cert,
+                peer_key,
+                peer_ca,
+                client,
+                client_ca: self.client_ca_file.clone(),
+            })),
+        }
     }
 
     /// What the HTTP server lets one client hold.

@@ -84,6 +84,7 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
     })?;
     let rpc_metrics = Arc::new(RpcMetrics::new()?);
     let auth = security::load_tokens(&config, rpc_metrics.auth_failures.clone())?;
+    let tls = security::load_tls(&config)?;
     let cluster = ClusterIdentity::new(
         config.node_id,
         rpc_metrics.auth_failures.with_label_values(&["cluster_id"]),
@@ -141,6 +142,7 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
             peers: Peers::new(
                 node.clone(),
                 cluster.clone(),
+                tls.clone(),
                 config.election_timeout(),
                 Batching {
                     limits: BatchLimits::for_message_bound(MAX_MESSAGE_BYTES),
@@ -164,6 +166,7 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
         deps,
         rpc_metrics,
         auth,
+        tls: tls.clone(),
         fresh,
         incarnations,
         factory,
@@ -223,6 +226,7 @@ async fn start<S: StateMachine>(b: NodeBuilder<S>) -> Result<Node<S>, NodeError>
                 listener,
                 owner,
                 config.http_limits(),
+                tls.clone(),
                 core.rpc_metrics.refused("http_connections"),
             );
             if let Some(r) = servers.running.lock().await.as_mut() {

@@ -13,6 +13,7 @@ use crate::auth::Authorizer;
 use crate::node::config::NodeConfig;
 use crate::node::error::NodeError;
 use crate::node::shared::NodeCore;
+use crate::tls::Tls;
 
 /// How often the watch looks at the files' modification times.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
@@ -22,6 +23,8 @@ const WATCH_EVERY: Duration = Duration::from_secs(2);
 pub struct ReloadReport {
     /// Tokens in force after the reload, when a token file is configured.
     pub tokens: Option<usize>,
+    /// Whether certificates were re-read (TLS is on).
+    pub certificates: bool,
 }
 
 /// Why a reload left the credentials as they were.
@@ -30,14 +33,22 @@ pub enum ReloadError {
     /// The token file did not parse.
     #[error(transparent)]
     Tokens(#[from] crate::auth::TokenError),
+    /// A certificate, key or CA file cannot be used.
+    #[error(transparent)]
+    Certificates(#[from] crate::tls::TlsError),
 }
 
 /// Re-reads every credential file; logs and counts the outcome.
 pub(crate) fn reload(core: &NodeCore, why: &str) -> Result<ReloadReport, ReloadError> {
-    let r = reload_files(core.auth.as_deref());
+    let r = reload_files(core.auth.as_deref(), core.tls.as_deref());
     let result = match &r {
         Ok(report) => {
-            tracing::info!(why, tokens = ?report.tokens, "credentials reloaded");
+            tracing::info!(
+                why,
+                tokens = ?report.tokens,
+                certificates = report.certificates,
+                "credentials reloaded"
+            );
             "ok"
         }
         Err(e) => {
@@ -52,17 +63,25 @@ pub(crate) fn reload(core: &NodeCore, why: &str) -> Result<ReloadReport, ReloadE
     r
 }
 
-fn reload_files(auth: Option<&Authorizer>) -> Result<ReloadReport, ReloadError> {
+fn reload_files(auth: Option<&Authorizer>, tls: Option<&Tls>) -> Result<ReloadReport, ReloadError> {
+    if let Some(t) = tls {
+        t.reload()?;
+    }
     let tokens = match auth {
         Some(a) => Some(a.reload()?),
         None => None,
     };
-    Ok(ReloadReport { tokens })
+    Ok(ReloadReport {
+        tokens,
+        certificates: tls.is_some(),
+    })
 }
 
 /// The files a reload reads.
 fn watched(core: &NodeCore) -> Vec<PathBuf> {
-    core.auth.iter().map(|a| a.path().to_path_buf()).collect()
+    let mut files: Vec<PathBuf> = core.auth.iter().map(|a| a.path().to_path_buf()).collect();
+    files.extend(core.tls.iter().flat_map(|t| t.files().paths()));
+    files
 }
 
 fn stamps(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
@@ -95,6 +114,29 @@ pub(crate) async fn watch(core: Weak<NodeCore>, stop: CancellationToken) {
         let Some(core) = core.upgrade() else { return };
         let _ = reload(&core, "a credential file changed");
     }
+}
+
+/// Reads the TLS files at start: a bad file stops the start, naming the setting.
+pub(crate) fn load_tls(config: &NodeConfig) -> Result<Option<Arc<Tls>>, NodeError> {
+    let Some(files) = config.tls_files()? else {
+        tracing::warn!(
+            "no peer TLS (peer_cert_file, peer_key_file, peer_ca_file): node-to-node traffic is \
+             plain text, and anyone who reaches the gRPC port can speak for a peer"
+        );
+        return Ok(None);
+    };
+    let client_tls = files.client.is_some();
+    let tls = Tls::load(config.node_id, files).map_err(|e| NodeError::Config {
+        field: e.setting,
+        reason: e.to_string(),
+    })?;
+    if !client_tls {
+        tracing::warn!(
+            "no client TLS (client_cert_file, client_key_file): the HTTP API is plain text; \
+             gRPC clients see the peer certificate"
+        );
+    }
+    Ok(Some(tls))
 }
 
 /// Reads the token file at start: a bad file stops the start, naming the setting.

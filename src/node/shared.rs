@@ -86,6 +86,8 @@ pub(crate) struct NodeCore {
     pub inflight: Arc<Inflight>,
     /// The tokens clients are checked against; `None` when clients are not authenticated.
     pub auth: Option<Arc<crate::auth::Authorizer>>,
+    /// TLS for both servers and the peer channels; `None`: plain text.
+    pub tls: Option<Arc<crate::tls::Tls>>,
     /// Leadership transfers the leader balancer asked for.
     pub leader_moves: std::sync::atomic::AtomicU64,
     /// Other members whose node answers the liveness probe (set by the quiescer's probe).
@@ -121,6 +123,7 @@ pub(crate) struct CoreParts {
     pub deps: GroupDeps,
     pub rpc_metrics: Arc<RpcMetrics>,
     pub auth: Option<Arc<crate::auth::Authorizer>>,
+    pub tls: Option<Arc<crate::tls::Tls>>,
     pub fresh: bool,
     pub incarnations: crate::node::incarnation::Incarnations,
     pub factory: MachineFactory,
@@ -135,6 +138,7 @@ impl NodeCore {
             config: p.config,
             inflight,
             auth: p.auth,
+            tls: p.tls,
             ledger: p.ledger,
             owner: p.owner,
             deps: p.deps,
@@ -942,6 +946,7 @@ impl NodeCore {
             max_message_bytes: MAX_MESSAGE_BYTES,
             auth: self.auth.clone(),
             cluster: self.deps.network.peers.identity().clone(),
+            tls: self.tls.clone(),
             limits: GrpcLimits {
                 max_connections: self.config.max_connections,
                 max_concurrent_streams: self.config.grpc_max_concurrent_streams,

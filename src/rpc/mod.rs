@@ -2,6 +2,7 @@
 //! channel per peer address with its batching queue, the table of node-to-node methods, the
 //! typed call over it, and openraft's network adapter on top of those.
 
+pub mod accept;
 pub mod batcher;
 pub mod client;
 pub mod cluster;

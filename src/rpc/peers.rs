@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
-use crate::ledger::conn::{counting_connector, OwnerExecutor};
+use crate::ledger::conn::OwnerExecutor;
 use crate::ledger::{Owner, OwnerKind};
 use crate::raft::types::NodeId;
 use crate::rpc::batcher::{BatchLimits, Batcher};
 use crate::rpc::cluster::{ClusterIdentity, Stamp};
+use crate::tls::io::peer_connector;
+use crate::tls::Tls;
 
 struct Peer {
     addr: String,
@@ -47,6 +49,7 @@ pub struct Batching {
 pub struct Peers {
     parent: Owner,
     identity: Arc<ClusterIdentity>,
+    tls: Option<Arc<Tls>>,
     inner: Arc<Mutex<HashMap<NodeId, Peer>>>,
     connect_timeout: Duration,
     batching: Batching,
@@ -69,12 +72,14 @@ impl Peers {
     pub fn new(
         parent: Owner,
         identity: Arc<ClusterIdentity>,
+        tls: Option<Arc<Tls>>,
         connect_timeout: Duration,
         batching: Batching,
     ) -> Self {
         Peers {
             parent,
             identity,
+            tls,
             inner: Arc::new(Mutex::new(HashMap::new())),
             connect_timeout,
             batching,
@@ -118,7 +123,11 @@ impl Peers {
         let owner = self.parent.child(OwnerKind::Peer, node.to_string());
         // The channel's worker and connection tasks then count as the peer's own.
         let endpoint = endpoint.executor(OwnerExecutor::new(owner.clone(), "peer-channel"));
-        let channel = endpoint.connect_with_connector_lazy(counting_connector(owner.clone()));
+        let channel = endpoint.connect_with_connector_lazy(peer_connector(
+            owner.clone(),
+            node,
+            self.tls.clone(),
+        ));
         let client = crate::rpc::client::client(
             channel.clone(),
             self.batching.max_message_bytes,

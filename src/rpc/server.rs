@@ -17,11 +17,12 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::auth::grpc::GrpcAuthLayer;
-use crate::ledger::conn::Counted;
-use crate::ledger::{Direction, Owner};
+use crate::ledger::Owner;
 use crate::metrics::RpcMetrics;
 use crate::net::Admission;
 use crate::raft::types::GroupId;
+use crate::raft::types::NodeId;
+use crate::rpc::accept;
 use crate::rpc::batcher::{to_result, MAX_BATCH_MESSAGES};
 use crate::rpc::cluster::ClusterIdentity;
 use crate::rpc::methods::{self, Ctx, Method, Traced};
@@ -29,6 +30,7 @@ use crate::rpc::pb::raft_service_server::{RaftService, RaftServiceServer};
 use crate::rpc::pb::{RaftBatch, RaftBatchReply, RaftReply, RaftRequest, SnapshotChunk};
 use crate::rpc::router::Router;
 use crate::rpc::snapshot_stream;
+use crate::tls::io::ConnInfo;
 
 /// What the server serves, kept so that a restart serves the same.
 #[derive(Clone)]
@@ -47,6 +49,8 @@ pub struct Services {
     pub auth: Option<Arc<crate::auth::Authorizer>>,
     /// This node's cluster id, which node-to-node calls must carry.
     pub cluster: Arc<ClusterIdentity>,
+    /// TLS, when on: peers then prove who they are with certificates.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 /// What the gRPC server lets clients hold.
@@ -73,29 +77,34 @@ impl RpcServer {
     /// goes any further.
     pub fn start(listener: TcpListener, owner: Owner, services: Services) -> io::Result<RpcServer> {
         let local_addr = listener.local_addr()?;
-        let conn_owner = owner.clone();
         let kill = CancellationToken::new();
-        let conn_kill = kill.clone();
         let admission = Admission::new(
             "grpc",
             services.limits.max_connections,
             services.metrics.refused("grpc_connections"),
         );
-        let incoming = futures::stream::unfold((listener, admission), move |(l, adm)| {
-            let owner = conn_owner.clone();
-            let kill = conn_kill.clone();
-            async move {
-                let a = adm.accept(&l).await;
-                let guard = owner.track_connection(Direction::Inbound, a.peer.to_string());
-                let conn = Counted::killable(a.stream, guard, kill).with_permit(a.permit);
-                Some((Ok::<_, io::Error>(conn), (l, adm)))
-            }
-        });
+        let incoming = accept::incoming(
+            listener,
+            &owner,
+            admission,
+            services.tls.clone(),
+            kill.clone(),
+            services
+                .metrics
+                .auth_failures
+                .with_label_values(&["tls_handshake"]),
+        );
         let max = services.max_message_bytes;
+        let cert_failures = services
+            .metrics
+            .auth_failures
+            .with_label_values(&["peer_certificate"]);
         let raft = RaftServiceServer::new(RaftSvc {
             router: services.router,
             metrics: services.metrics,
             cluster: services.cluster,
+            peers_need_certificates: services.tls.is_some(),
+            cert_failures,
         })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
@@ -168,6 +177,10 @@ struct RaftSvc {
     router: Arc<dyn Router>,
     metrics: Arc<RpcMetrics>,
     cluster: Arc<ClusterIdentity>,
+    /// With peer TLS: a node-to-node call must come over a connection whose certificate the
+    /// peer CA signed, naming the node the call says it is from.
+    peers_need_certificates: bool,
+    cert_failures: prometheus::IntCounter,
 }
 
 /// Where a call's trace context comes from: the request's metadata for a lone call, the call's
@@ -213,6 +226,39 @@ fn span(method: Method, group: GroupId, parent: Parent<'_>) -> tracing::Span {
 }
 
 impl RaftSvc {
+    /// Admits a node-to-node call: its cluster, and with peer TLS its certificate.
+    fn admit(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        extensions: &http::Extensions,
+        introduction: bool,
+    ) -> Result<(), Status> {
+        if self.peers_need_certificates {
+            let from = metadata
+                .get(crate::rpc::cluster::FROM_KEY)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<NodeId>().ok());
+            let cert = extensions.get::<ConnInfo>().and_then(|i| i.peer.clone());
+            let refusal = match (cert, from) {
+                (None, _) => Some("the caller showed no certificate of the peer CA".to_string()),
+                (Some(_), None) => Some("the call does not say which node it is from".to_string()),
+                (Some(c), Some(n)) if !c.names(n) => Some(format!(
+                    "the caller's certificate does not name node {n} ({})",
+                    crate::tls::names::node_name(n)
+                )),
+                _ => None,
+            };
+            if let Some(why) = refusal {
+                self.cert_failures.inc();
+                tracing::debug!(why, "refused a node-to-node call");
+                return Err(Status::permission_denied(format!(
+                    "node-to-node calls need a peer certificate: {why}"
+                )));
+            }
+        }
+        self.cluster.admit(metadata, introduction)
+    }
+
     /// Serves one call, alone or inside a batch, and counts it under its own method.
     async fn serve(&self, call: &RaftRequest, parent: Parent<'_>) -> Result<Vec<u8>, Status> {
         let Some(method) = Method::from_code(call.method) else {
@@ -242,8 +288,8 @@ impl RaftService for RaftSvc {
         req: Request<tonic::Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftReply>, Status> {
         let method = Method::InstallSnapshot;
-        let (metadata, _, mut stream) = req.into_parts();
-        self.cluster.admit(&metadata, false)?;
+        let (metadata, extensions, mut stream) = req.into_parts();
+        self.admit(&metadata, &extensions, false)?;
         let first = match snapshot_stream::first_piece(&mut stream).await {
             Ok(first) => first,
             Err(e) => {
@@ -262,7 +308,7 @@ impl RaftService for RaftSvc {
 
     async fn call(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let introduction = req.get_ref().method == Method::Meet.code();
-        self.cluster.admit(req.metadata(), introduction)?;
+        self.admit(req.metadata(), req.extensions(), introduction)?;
         let parent = Parent::Metadata(req.metadata());
         let payload = self.serve(req.get_ref(), parent).await?;
         Ok(Response::new(RaftReply { payload }))
@@ -272,7 +318,7 @@ impl RaftService for RaftSvc {
     /// different groups (or the same group's pipelined appends, which openraft orders by
     /// their log ids), and a failure of one is its own result, not the batch's.
     async fn batch(&self, req: Request<RaftBatch>) -> Result<Response<RaftBatchReply>, Status> {
-        self.cluster.admit(req.metadata(), false)?;
+        self.admit(req.metadata(), req.extensions(), false)?;
         let calls = req.into_inner().calls;
         if calls.len() > MAX_BATCH_MESSAGES {
             return Err(Status::invalid_argument(format!(

@@ -1242,6 +1242,55 @@ pub fn describe_segments(data_dir: &Path) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// The node's protocol, for tests that speak gRPC to it.
+pub mod pb {
+    #![allow(clippy::all, clippy::pedantic, dead_code)]
+    tonic::include_proto!("raftnode.v1");
+}
+
+/// One node-to-node call with an empty payload, saying it is from node `from` of `cluster`
+/// (none: no cluster header); returns its status code.
+pub async fn raft_call(
+    channel: tonic::transport::Channel,
+    from: u64,
+    cluster: Option<&str>,
+) -> tonic::Code {
+    let mut raft = pb::raft_service_client::RaftServiceClient::new(channel);
+    let mut req = tonic::Request::new(pb::RaftRequest {
+        group_id: 1,
+        payload: Vec::new(),
+        method: 1,
+        traceparent: String::new(),
+    });
+    let md = req.metadata_mut();
+    md.insert(
+        "x-raftnode-from",
+        from.to_string().parse().expect("a node id"),
+    );
+    if let Some(c) = cluster {
+        md.insert("x-raftnode-cluster", c.parse().expect("a cluster id"));
+    }
+    match raft.call(req).await {
+        Ok(_) => tonic::Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
+/// Requests `node` refused for their credentials, for `reason`.
+pub fn auth_failures(node: &Node, reason: &str) -> f64 {
+    node.scrape()
+        .sum("raftnode_auth_failures_total", &[("reason", reason)])
+}
+
+/// A one-node cluster (group 1) under `dir` with `extra` flags, not started: for nodes the
+/// harness cannot probe over plain HTTP (TLS, or health behind a token).
+pub fn lone_node(dir: &Path, extra: Vec<String>) -> Node {
+    let mut node = Node::new(1, dir.join("n1"), String::new(), &[1], Tuning::default());
+    node.peers = format!("1={}", node.grpc_addr());
+    node.extra_args = extra;
+    node
+}
+
 /// A gRPC channel to `addr` (host:port), plain text.
 pub async fn grpc_channel(addr: &str) -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
