@@ -2,8 +2,10 @@
 //! by `scripts/container-e2e` once the stack is up: `cargo test` alone skips them (ignored),
 //! since they need the images and the running stack.
 //!
-//! Each check prints what it measured. Node HTTP APIs are on 127.0.0.1:8081..8083, Prometheus
-//! on 9090 and the webhook sink on 9095 (the compose file's published ports).
+//! Each check prints what it measured. Node HTTP APIs are on localhost:8081..8083 (HTTPS with
+//! the stack's development CA, and an admin token: `RAFTNODE_TEST_CA_FILE`,
+//! `RAFTNODE_TEST_TOKEN`), Prometheus on 9090 and the webhook sink on 9095 (the compose file's
+//! published ports).
 
 mod common;
 use common::*;
@@ -21,8 +23,10 @@ fn project() -> String {
     std::env::var("RAFTNODE_E2E_PROJECT").unwrap_or_else(|_| "raftnode-e2e".into())
 }
 
+/// Node `node`'s HTTP API. The stack serves HTTPS with certificates for `localhost`;
+/// scripts/container-e2e passes the CA and a token (see `http_client`).
 fn url(node: u64) -> String {
-    format!("http://127.0.0.1:{}", 8080 + node)
+    format!("{}://localhost:{}", node_scheme(), 8080 + node)
 }
 
 fn docker(args: &[&str]) -> String {
@@ -184,7 +188,8 @@ fn compose_stack_end_to_end() {
         t.elapsed()
     );
 
-    // The image's HEALTHCHECK (`raftnode health`) works inside the container.
+    // The health check (`raftnode health`, over HTTPS as the compose file sets it) works inside
+    // the container.
     let healthy = wait_until(Duration::from_secs(90), || {
         all.iter().all(|&n| {
             docker(&[
@@ -195,9 +200,9 @@ fn compose_stack_end_to_end() {
             ]) == "healthy"
         })
     });
-    assert!(healthy, "node containers not healthy by their HEALTHCHECK");
+    assert!(healthy, "node containers not healthy by their health check");
     println!(
-        "e2e: every node container healthy by the image's HEALTHCHECK after {:?}",
+        "e2e: every node container healthy by its health check (HTTPS) after {:?}",
         t.elapsed()
     );
 

@@ -25,15 +25,7 @@ fn dev_certs(dir: &Path, nodes: u64) {
 }
 
 fn peer_flags(certs: &Path, id: u64) -> Vec<String> {
-    let f = |name: &str| certs.join(name).display().to_string();
-    vec![
-        "--peer-cert-file".into(),
-        f(&format!("node-{id}.pem")),
-        "--peer-key-file".into(),
-        f(&format!("node-{id}-key.pem")),
-        "--peer-ca-file".into(),
-        f("ca.pem"),
-    ]
+    raftnode::harness::process::ServeArgs::peer_tls_flags(certs, id)
 }
 
 #[allow(deprecated)]

@@ -73,6 +73,27 @@ pub fn start_cluster_with(
     env: &[(String, String)],
     extra: &[String],
 ) -> Vec<Node> {
+    start_cluster_custom(binary, dir, groups, env, |_| extra.to_vec())
+}
+
+/// Like [`start_cluster_of`], with the flags `extra(id)` for node `id` (its own certificate,
+/// say).
+pub fn start_cluster_per_node(
+    binary: &Path,
+    dir: &Path,
+    groups: &str,
+    extra: impl Fn(usize) -> Vec<String>,
+) -> Vec<Node> {
+    start_cluster_custom(binary, dir, groups, &[], extra)
+}
+
+fn start_cluster_custom(
+    binary: &Path,
+    dir: &Path,
+    groups: &str,
+    env: &[(String, String)],
+    extra: impl Fn(usize) -> Vec<String>,
+) -> Vec<Node> {
     let grpc: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let peers = ServeArgs::peers_of(&grpc);
     let groups: Vec<u64> = groups
@@ -96,7 +117,7 @@ pub fn start_cluster_with(
                     std::env::var("BENCH_HEARTBEAT_MS").unwrap_or_else(|_| "100".into()),
                 ]
                 .into_iter()
-                .chain(extra.iter().cloned())
+                .chain(extra(i + 1))
                 .collect(),
             };
             let log_dir = dir.join(format!("node{id}"));
@@ -112,11 +133,21 @@ pub fn start_cluster_with(
         .collect()
 }
 
+/// The base URL of a node's HTTP address: `host:port` is plain HTTP; a node that serves HTTPS
+/// is given as its full `https://...` URL.
+pub fn base(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
 pub async fn leader_of(client: &reqwest::Client, nodes: &[Node], group: u64) -> usize {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         for (i, n) in nodes.iter().enumerate() {
-            let url = format!("http://{}/v1/status", n.http);
+            let url = format!("{}/v1/status", base(&n.http));
             if let Ok(r) = client.get(&url).send().await {
                 if let Ok(v) = r.json::<serde_json::Value>().await {
                     let role = v["groups"]
@@ -163,7 +194,7 @@ pub async fn load(
             let mut i = 0u64;
             while Instant::now() < until {
                 let (addr, group) = &targets[(c + i as usize) % targets.len()];
-                let url = format!("http://{addr}/v1/kv/{group}/c{c}-{i}");
+                let url = format!("{}/v1/kv/{group}/c{c}-{i}", base(addr));
                 let t = Instant::now();
                 let r = client.put(&url).body(value.clone()).send().await;
                 if matches!(r, Ok(ref r) if r.status().is_success()) {
@@ -207,7 +238,7 @@ pub async fn fsyncs(client: &reqwest::Client, node: &Node) -> f64 {
 /// Sum of every sample of `name` (all label sets) in one scrape of `node`.
 pub async fn metric(client: &reqwest::Client, node: &Node, name: &str) -> f64 {
     let text = client
-        .get(format!("http://{}/metrics", node.http))
+        .get(format!("{}/metrics", base(&node.http)))
         .send()
         .await
         .expect("scrape")
@@ -220,7 +251,7 @@ pub async fn metric(client: &reqwest::Client, node: &Node, name: &str) -> f64 {
 /// The body of `GET http://<http><path>`, if the node answers.
 pub async fn get_text(client: &reqwest::Client, http: &str, path: &str) -> Option<String> {
     client
-        .get(format!("http://{http}{path}"))
+        .get(format!("{}{path}", base(http)))
         .timeout(Duration::from_secs(10))
         .send()
         .await

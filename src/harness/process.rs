@@ -34,6 +34,20 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// The flags of node `id`'s mutual TLS with the files `scripts/dev-certs` writes to
+    /// `certs`.
+    pub fn peer_tls_flags(certs: &Path, id: u64) -> Vec<String> {
+        let f = |name: &str| certs.join(name).display().to_string();
+        vec![
+            "--peer-cert-file".into(),
+            f(&format!("node-{id}.pem")),
+            "--peer-key-file".into(),
+            f(&format!("node-{id}-key.pem")),
+            "--peer-ca-file".into(),
+            f("ca.pem"),
+        ]
+    }
+
     /// The `--peers` value of nodes `1..` at these gRPC ports.
     pub fn peers_of(grpc_ports: &[u16]) -> String {
         grpc_ports

@@ -171,13 +171,39 @@ pub fn enc(s: &str) -> String {
     out
 }
 
+/// An HTTP client for the nodes. Against a secured stack (the compose stack as it ships),
+/// `RAFTNODE_TEST_CA_FILE` names the CA to trust and `RAFTNODE_TEST_TOKEN` the bearer token to
+/// send with every request.
 pub fn http_client(timeout: Duration) -> Client {
-    Client::builder()
+    let mut b = Client::builder()
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(2))
-        .no_proxy() // CI may set HTTP_PROXY; our servers are on loopback
-        .build()
-        .expect("build HTTP client")
+        .no_proxy(); // CI may set HTTP_PROXY; our servers are on loopback
+    if let Ok(ca) = std::env::var("RAFTNODE_TEST_CA_FILE") {
+        let pem = fs::read(&ca).unwrap_or_else(|e| panic!("RAFTNODE_TEST_CA_FILE {ca}: {e}"));
+        b = b
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("a PEM CA"));
+    }
+    if let Ok(token) = std::env::var("RAFTNODE_TEST_TOKEN") {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = format!("Bearer {}", token.trim());
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            value.parse().expect("a token that fits a header"),
+        );
+        b = b.default_headers(headers);
+    }
+    b.build().expect("build HTTP client")
+}
+
+/// `https` when the tests run against nodes that serve HTTPS (`RAFTNODE_TEST_CA_FILE`).
+pub fn node_scheme() -> &'static str {
+    if std::env::var_os("RAFTNODE_TEST_CA_FILE").is_some() {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 /// An HTTP answer. `status == 0` means the request failed at the transport level (connection
