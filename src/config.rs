@@ -351,7 +351,7 @@ settings! {
         => |s, v| s.node.metrics_auth = v;
 
     /// This node's certificate for peers (PEM, leaf first), naming it as the DNS name
-    /// raftnode-node-<id>. With --peer-key-file and --peer-ca-file, node-to-node traffic is
+    /// raftnode-node-N, N its node id. With --peer-key-file and --peer-ca-file, node-to-node traffic is
     /// mutual TLS: only members with a certificate of that CA that names their node id are
     /// heard. Re-read on SIGHUP and when it changes. [default: none: plain text, with a
     /// warning]

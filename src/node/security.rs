@@ -116,6 +116,21 @@ pub(crate) async fn watch(core: Weak<NodeCore>, stop: CancellationToken) {
     }
 }
 
+/// Says so when a secret file (a key, the token file) is readable by every user of the
+/// machine: a secret is only as private as its file.
+fn warn_if_world_readable(path: &std::path::Path, what: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o004 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                "the {what} is readable by every user of this machine; make it readable by the \
+                 node's user only (chmod 600)"
+            );
+        }
+    }
+}
+
 /// Reads the TLS files at start: a bad file stops the start, naming the setting.
 pub(crate) fn load_tls(config: &NodeConfig) -> Result<Option<Arc<Tls>>, NodeError> {
     let Some(files) = config.tls_files()? else {
@@ -126,6 +141,10 @@ pub(crate) fn load_tls(config: &NodeConfig) -> Result<Option<Arc<Tls>>, NodeErro
         return Ok(None);
     };
     let client_tls = files.client.is_some();
+    warn_if_world_readable(&files.peer_key, "peer key file");
+    if let Some((_, key)) = &files.client {
+        warn_if_world_readable(key, "client key file");
+    }
     let tls = Tls::load(config.node_id, files).map_err(|e| NodeError::Config {
         field: e.setting,
         reason: e.to_string(),
@@ -151,6 +170,7 @@ pub(crate) fn load_tokens(
         );
         return Ok(None);
     };
+    warn_if_world_readable(path, "token file");
     let a = Authorizer::load(path, failures).map_err(|e| NodeError::Config {
         field: "auth_token_file",
         reason: e.to_string(),
