@@ -7,7 +7,8 @@
 //!
 //! `cargo bench --bench security` (needs openssl, for scripts/dev-certs). `BENCH_SECS` (default
 //! 5) and `BENCH_ROUNDS` (default 3) as in the cluster bench; `BENCH_DIR` puts the data dirs
-//! elsewhere.
+//! elsewhere; `BENCH_ONLY=full` (or `plain`, `mtls+tokens`) runs one configuration alone, to
+//! profile it.
 
 mod common;
 use common::*;
@@ -143,6 +144,25 @@ async fn main() {
     println!(
         "raftnode security bench: 3 nodes on loopback, 256-byte values, {secs}s per run, {rounds} rounds"
     );
+    let only = std::env::var("BENCH_ONLY").ok();
+    if let Some(name) = &only {
+        let setup = [Setup::Plain, Setup::MtlsTokens, Setup::Full]
+            .into_iter()
+            .find(|s| s.name() == name)
+            .unwrap_or_else(|| panic!("BENCH_ONLY={name}: plain, mtls+tokens or full"));
+        for _ in 0..rounds {
+            let r = round(setup, certs.path(), secs).await;
+            for (c, clients) in CLIENTS.iter().enumerate() {
+                println!(
+                    "{} {clients:>4} clients: {:.0} puts/s, cpu {:.1} µs/put",
+                    setup.name(),
+                    r[c].0,
+                    r[c].1
+                );
+            }
+        }
+        return;
+    }
     let setups = [Setup::Plain, Setup::MtlsTokens, Setup::Full];
     let mut results: Vec<Vec<Round>> = vec![Vec::new(); setups.len()];
     for r in 0..rounds {
