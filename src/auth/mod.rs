@@ -78,10 +78,19 @@ impl Authorizer {
     /// Re-reads the token file; on an error the tokens in force stay. Returns how many tokens
     /// are in force after a successful reload.
     pub fn reload(&self) -> Result<usize, TokenError> {
-        let table = TokenTable::read(&self.path)?;
+        Ok(self.install(self.read()?))
+    }
+
+    /// Reads the token file as it is now, without putting it in force.
+    pub fn read(&self) -> Result<TokenTable, TokenError> {
+        TokenTable::read(&self.path)
+    }
+
+    /// Puts `table` in force; returns how many tokens it holds.
+    pub fn install(&self, table: TokenTable) -> usize {
         let n = table.len();
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
-        Ok(n)
+        n
     }
 
     fn table(&self) -> Arc<TokenTable> {

@@ -118,7 +118,7 @@ async fn accept_loop(
             _ = stop.cancelled() => return,
             a = admission.accept(&listener) => a,
         };
-        let name = accepted.peer.to_string();
+        let peer = accepted.peer;
         // Read per connection: a reload takes effect for the next one.
         let config = tls.as_ref().and_then(|t| t.current().http_server.clone());
         let conn = serve_connection(
@@ -130,7 +130,7 @@ async fn accept_loop(
             kill.clone(),
         );
         drop(owner.spawn("http-connection", conn));
-        tracing::trace!(peer = %name, "HTTP connection accepted");
+        tracing::trace!(%peer, "HTTP connection accepted");
     }
 }
 

@@ -31,12 +31,11 @@ impl KvError {
             KvError::Request(RequestError::Overloaded(_)) => {
                 let mut status = Status::resource_exhausted(msg);
                 // gRPC's retry pushback: how long the client waits before it tries again.
-                let ms = crate::node::error::OVERLOAD_RETRY_AFTER
-                    .as_millis()
-                    .to_string();
-                if let Ok(v) = ms.parse() {
-                    status.metadata_mut().insert("grpc-retry-pushback-ms", v);
-                }
+                let ms = crate::node::error::OVERLOAD_RETRY_AFTER.as_millis();
+                status.metadata_mut().insert(
+                    "grpc-retry-pushback-ms",
+                    u64::try_from(ms).unwrap_or(u64::MAX).into(),
+                );
                 status
             }
         }

@@ -63,14 +63,15 @@ pub(crate) fn reload(core: &NodeCore, why: &str) -> Result<ReloadReport, ReloadE
     r
 }
 
+/// Reads every file before it puts any in force: a reload takes effect whole or not at all,
+/// never with new certificates and old tokens because the token file had a typo.
 fn reload_files(auth: Option<&Authorizer>, tls: Option<&Tls>) -> Result<ReloadReport, ReloadError> {
-    if let Some(t) = tls {
-        t.reload()?;
+    let table = auth.map(Authorizer::read).transpose()?;
+    let state = tls.map(Tls::read).transpose()?;
+    let tokens = auth.zip(table).map(|(a, t)| a.install(t));
+    if let Some((t, s)) = tls.zip(state) {
+        t.install(s);
     }
-    let tokens = match auth {
-        Some(a) => Some(a.reload()?),
-        None => None,
-    };
     Ok(ReloadReport {
         tokens,
         certificates: tls.is_some(),

@@ -54,10 +54,7 @@ pub fn incoming(
             let Some(tls) = tls.clone() else {
                 let conn = Counted::killable(Either::Left(stream), guard, kill.clone())
                     .with_permit(permit)
-                    .with_info(ConnInfo {
-                        remote: Some(peer),
-                        peer: None,
-                    });
+                    .with_info(ConnInfo { peer: None });
                 if tx.send(Ok(conn)).await.is_err() {
                     return;
                 }
@@ -79,10 +76,7 @@ pub fn incoming(
                     Ok((stream, peer_cert)) => {
                         let conn = Counted::killable(Either::Right(stream), guard, kill)
                             .with_permit(permit)
-                            .with_info(ConnInfo {
-                                remote: Some(peer),
-                                peer: peer_cert,
-                            });
+                            .with_info(ConnInfo { peer: peer_cert });
                         let _ = tx.send(Ok(conn)).await;
                     }
                     Err(e) => {

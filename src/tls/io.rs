@@ -3,7 +3,6 @@
 //! request, and the peer channels' dialler.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -31,8 +30,6 @@ pub type ClientIo = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>
 /// a copy (tonic puts it in the request's extensions).
 #[derive(Clone, Debug, Default)]
 pub struct ConnInfo {
-    /// Who connected.
-    pub remote: Option<SocketAddr>,
     /// The caller's certificate, when the peer CA signed it.
     pub peer: Option<Arc<PeerCert>>,
 }

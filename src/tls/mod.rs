@@ -109,11 +109,14 @@ impl Tls {
         self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Re-reads the files; on an error, what was in force stays.
-    pub fn reload(&self) -> Result<(), TlsError> {
-        let state = build(self.node, &self.files)?;
+    /// Reads the files as they are now, without putting them in force.
+    pub fn read(&self) -> Result<TlsState, TlsError> {
+        build(self.node, &self.files)
+    }
+
+    /// Puts `state` in force for the handshakes that start from now on.
+    pub fn install(&self, state: TlsState) {
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
-        Ok(())
     }
 
     /// The files.
