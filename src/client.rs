@@ -15,6 +15,15 @@ pub struct Target {
         global = true
     )]
     pub http_addr: String,
+    /// How to reach it.
+    #[command(flatten)]
+    pub credentials: Credentials,
+}
+
+/// What a client needs to reach secured nodes: HTTPS and the CA to trust, a client
+/// certificate, a bearer token. Shared by the CLI's commands and the soak.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Credentials {
     /// Talk HTTPS, trusting the CA in this PEM file (the node's client certificate's CA).
     #[arg(long, env = "RAFTNODE_CA_FILE", value_name = "FILE", global = true)]
     pub ca_file: Option<std::path::PathBuf>,
@@ -39,7 +48,16 @@ pub struct Target {
     pub token: Option<String>,
 }
 
-impl Target {
+impl Credentials {
+    /// `https` when a CA is given, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.ca_file.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// The token to send, if any: from the file, else from the variable.
     fn token(&self) -> Result<Option<String>, ClientError> {
         if let Some(path) = &self.token_file {
@@ -56,7 +74,58 @@ impl Target {
             }
             return Ok(Some(token));
         }
-        Ok(self.token.clone().filter(|t| !t.trim().is_empty()))
+        Ok(self
+            .token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(String::from))
+    }
+
+    /// An HTTP client that trusts the CA, presents the certificate and sends the token with
+    /// every request.
+    pub fn http_client(&self, timeout: Duration) -> Result<reqwest::Client, ClientError> {
+        let mut builder = reqwest::Client::builder().timeout(timeout);
+        if let Some(ca) = &self.ca_file {
+            let pem = read_file(ca)?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| ClientError::Tls {
+                path: ca.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            builder = builder
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(cert);
+        }
+        if let Some(cert) = &self.cert_file {
+            let mut pem = read_file(cert)?;
+            if let Some(key) = &self.key_file {
+                pem.extend(read_file(key)?);
+            }
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| ClientError::Tls {
+                path: cert.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            builder = builder.identity(id);
+        }
+        if let Some(token) = self.token()? {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| ClientError::Token {
+                    path: self.token_source(),
+                    reason: "the token holds characters a header cannot carry".into(),
+                })?;
+            value.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
+        }
+        builder.build().map_err(ClientError::Build)
+    }
+
+    fn token_source(&self) -> String {
+        match &self.token_file {
+            Some(p) => p.display().to_string(),
+            None => "RAFTNODE_TOKEN".into(),
+        }
     }
 }
 
@@ -143,10 +212,13 @@ pub enum ClientError {
         /// What is wrong.
         reason: String,
     },
-    /// The token file cannot be used.
-    #[error("token file {path}: {reason}")]
+    /// The HTTP client cannot be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Build(reqwest::Error),
+    /// The token file (or variable) cannot be used.
+    #[error("token {path}: {reason}")]
     Token {
-        /// The file.
+        /// The file, or the variable.
         path: String,
         /// What is wrong.
         reason: String,
@@ -182,38 +254,8 @@ fn key_path(key: &str) -> String {
 
 /// Runs one call and returns what to print on success.
 pub async fn run(target: &Target, call: Call) -> Result<String, ClientError> {
-    let scheme = if target.ca_file.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let base = format!("{scheme}://{}", target.http_addr);
-    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
-    if let Some(ca) = &target.ca_file {
-        let pem = read_file(ca)?;
-        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| ClientError::Tls {
-            path: ca.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        builder = builder
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(cert);
-    }
-    if let Some(cert) = &target.cert_file {
-        let mut pem = read_file(cert)?;
-        if let Some(key) = &target.key_file {
-            pem.extend(read_file(key)?);
-        }
-        let id = reqwest::Identity::from_pem(&pem).map_err(|e| ClientError::Tls {
-            path: cert.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        builder = builder.identity(id);
-    }
-    let http = builder.build().map_err(|source| ClientError::Connect {
-        addr: base.clone(),
-        source,
-    })?;
+    let base = format!("{}://{}", target.credentials.scheme(), target.http_addr);
+    let http = target.credentials.http_client(Duration::from_secs(30))?;
     let req = match call {
         Call::Status => http.get(format!("{base}/v1/status")),
         // A health probe must answer well within the container runtime's own probe timeout.
@@ -237,10 +279,6 @@ pub async fn run(target: &Target, call: Call) -> Result<String, ClientError> {
         Call::Group(GroupCommand::Remove { id, purge }) => {
             http.delete(format!("{base}/v1/groups/{id}?purge={purge}"))
         }
-    };
-    let req = match target.token()? {
-        Some(t) => req.bearer_auth(t),
-        None => req,
     };
     let resp = req.send().await.map_err(|source| ClientError::Connect {
         addr: base.clone(),

@@ -243,8 +243,14 @@ async fn run_until_signalled(settings: Settings) -> ExitCode {
         Ok(node) => node,
         Err(e) => return failed(&e),
     };
+    // HTTP is HTTPS exactly when the node has a certificate for clients.
+    let scheme = if settings.node.client_cert_file.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     println!(
-        "raftnode node {} ready: gRPC {} HTTP http://{} data {} groups {:?}",
+        "raftnode node {} ready: gRPC {} HTTP {scheme}://{} data {} groups {:?}",
         node.id(),
         node.grpc_addr(),
         node.http_addr()

@@ -116,8 +116,17 @@ fn start_stack(dir: &Path, targets: &[String]) -> Stack {
         .replace("group_interval: 5m", "group_interval: 1s");
     std::fs::write(dir.join("alertmanager.yml"), am_cfg).unwrap();
     let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+    // In the suite's secure mode the nodes serve HTTPS: scrape them as the shipped stack does,
+    // trusting the CA (the metrics stay open without --metrics-auth).
+    let tls = match common::secure::material() {
+        Some(m) => format!(
+            "    scheme: https\n    tls_config:\n      ca_file: {}\n",
+            m.ca_file().display()
+        ),
+        None => String::new(),
+    };
     let prom_cfg = format!(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nalerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{am_port}']\nscrape_configs:\n  - job_name: raftnode\n    static_configs:\n      - targets: [{}]\n",
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nalerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{am_port}']\nscrape_configs:\n  - job_name: raftnode\n{tls}    static_configs:\n      - targets: [{}]\n",
         root.join("alerts/raftnode.yaml").display(),
         targets.join(", ")
     );

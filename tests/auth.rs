@@ -21,7 +21,7 @@ fn token_file(dir: &Path, text: &str) -> String {
 }
 
 fn call(node: &Node, method: Method, path: &str, token: Option<&str>) -> (u16, String, bool) {
-    let client = http_client(Duration::from_secs(10));
+    let client = bare_http_client(Duration::from_secs(10));
     let mut req = client.request(method.clone(), format!("{}{path}", node.base_url()));
     if method == Method::PUT || method == Method::POST {
         req = req.body("v");
@@ -175,7 +175,7 @@ fn metrics_auth_closes_health_and_metrics() {
     assert!(
         wait_until(READY_TIMEOUT, || {
             matches!(
-                http_client(Duration::from_secs(2))
+                bare_http_client(Duration::from_secs(2))
                     .get(format!("{}/readyz", node.base_url()))
                     .bearer_auth(READ)
                     .send()

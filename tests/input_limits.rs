@@ -40,7 +40,8 @@ fn refusals(node: &Node, limit: &str) -> f64 {
 
 #[test]
 fn slow_headers_and_stalled_bodies_are_cut_off() {
-    let (_tmp, node) = single_node(&[
+    // Plain text even in the suite's secure mode: the test writes raw HTTP bytes.
+    let (_tmp, node) = plain_single_node(&[
         "--http-header-timeout-ms",
         "2000",
         "--http-idle-timeout-ms",

@@ -20,9 +20,32 @@ fn single_node() -> (tempfile::TempDir, Node) {
 }
 
 fn soak(args: &[&str]) -> std::process::Output {
+    soak_with(args, &[])
+}
+
+/// `raftnode soak groups` against `node`, with the credentials it needs in the suite's secure
+/// mode.
+fn soak_groups(node: &Node, args: &[&str]) -> std::process::Output {
+    let mut extra = Vec::new();
+    if let Some(m) = node.secured() {
+        extra.extend([
+            "--ca-file".to_string(),
+            m.ca_file().display().to_string(),
+            "--token-file".to_string(),
+            m.dir.join("admin.token").display().to_string(),
+        ]);
+    }
+    let addr = node.http_addr();
+    let mut all = vec!["groups", "--http-addrs", &addr];
+    all.extend_from_slice(args);
+    soak_with(&all, &extra)
+}
+
+fn soak_with(args: &[&str], extra: &[String]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_raftnode"))
         .arg("soak")
         .args(args)
+        .args(extra)
         .arg("--quiet")
         .output()
         .expect("run raftnode soak")
@@ -48,21 +71,21 @@ fn five_hundred_group_cycles_and_rpc_restarts_leave_nothing_behind() {
     .map(|m| metric(&node, m));
     let csv = tmp.path().join("soak.csv");
     let svg = tmp.path().join("soak.svg");
-    let out = soak(&[
-        "groups",
-        "--http-addrs",
-        &node.http_addr(),
-        "--cycles",
-        "500",
-        "--rpc-cycles",
-        "20",
-        "--settle-secs",
-        "10",
-        "--csv",
-        csv.to_str().unwrap(),
-        "--svg",
-        svg.to_str().unwrap(),
-    ]);
+    let out = soak_groups(
+        &node,
+        &[
+            "--cycles",
+            "500",
+            "--rpc-cycles",
+            "20",
+            "--settle-secs",
+            "10",
+            "--csv",
+            csv.to_str().unwrap(),
+            "--svg",
+            svg.to_str().unwrap(),
+        ],
+    );
     assert!(
         out.status.success(),
         "soak reported growth or failed: {}",
@@ -111,15 +134,7 @@ fn an_injected_leak_fails_the_soak() {
         );
         assert_eq!(r.status, 200, "{r}");
     }
-    let out = soak(&[
-        "groups",
-        "--http-addrs",
-        &node.http_addr(),
-        "--cycles",
-        "3",
-        "--settle-secs",
-        "2",
-    ]);
+    let out = soak_groups(&node, &["--cycles", "3", "--settle-secs", "2"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

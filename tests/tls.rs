@@ -288,7 +288,7 @@ fn clients_reach_https_and_grpc_over_tls_with_their_certificate() {
     // Without a client certificate, or in plain text: no answer.
     let anonymous = https_client(&ca, None);
     assert!(anonymous.get(format!("{base}/healthz")).send().is_err());
-    let plain = http_client(Duration::from_secs(5))
+    let plain = bare_http_client(Duration::from_secs(5))
         .get(format!("http://127.0.0.1:{}/healthz", node.http_port))
         .send();
     assert!(

@@ -15,11 +15,7 @@ fn traceparent(trace_id: &str, parent_id: &str) -> String {
 }
 
 fn put_traced(node: &Node, group: u64, key: &str, tp: &str) -> u16 {
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
-    client
+    node.client()
         .put(format!("{}/v1/kv/{group}/{key}", node.base_url()))
         .header("traceparent", tp)
         .body("traced-value")

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use super::probe::{http, scrape, settled, Recorder, SoakError};
+use super::probe::{scrape, settled, Http, Recorder, SoakError};
 use super::sample::Sample;
+use crate::client::Credentials;
 use crate::harness::process::{self, ServeArgs};
+use reqwest::Method;
 
 fn failed(msg: impl Into<String>) -> SoakError {
     SoakError::Failed(msg.into())
@@ -37,8 +39,8 @@ async fn status_code(req: reqwest::RequestBuilder) -> Option<u16> {
     req.send().await.ok().map(|r| r.status().as_u16())
 }
 
-async fn group_has_leader(client: &reqwest::Client, addr: &str, group: u64) -> bool {
-    let Ok(r) = client.get(format!("http://{addr}/v1/status")).send().await else {
+async fn group_has_leader(client: &Http, addr: &str, group: u64) -> bool {
+    let Ok(r) = client.get(addr, "/v1/status").send().await else {
         return false;
     };
     let Ok(v) = r.json::<serde_json::Value>().await else {
@@ -51,18 +53,13 @@ async fn group_has_leader(client: &reqwest::Client, addr: &str, group: u64) -> b
 }
 
 /// Writes one key through `addr`, retrying while the group has no leader.
-async fn write(
-    client: &reqwest::Client,
-    addr: &str,
-    group: u64,
-    key: &str,
-) -> Result<(), SoakError> {
+async fn write(client: &Http, addr: &str, group: u64, key: &str) -> Result<(), SoakError> {
     eventually(
         Duration::from_secs(20),
         &format!("a write to group {group} through {addr}"),
         || async {
             let req = client
-                .put(format!("http://{addr}/v1/kv/{group}/{key}"))
+                .request(Method::PUT, addr, &format!("/v1/kv/{group}/{key}"))
                 .body("soak");
             (status_code(req).await == Some(200)).then_some(())
         },
@@ -70,19 +67,15 @@ async fn write(
     .await
 }
 
-async fn group_cycle(
-    client: &reqwest::Client,
-    addrs: &[String],
-    groups: &[u64],
-) -> Result<(), SoakError> {
+async fn group_cycle(client: &Http, addrs: &[String], groups: &[u64]) -> Result<(), SoakError> {
     for g in groups {
         // Last address first: the bootstrapper of group 1 (the lowest id, usually listed first)
         // then starts it when its peers already host it, and the first election succeeds at
         // once; other groups' bootstrappers may wait one election timeout.
         for a in addrs.iter().rev() {
             // Each cycle creates the group anew on every member, after the last one purged it.
-            let url = format!("http://{a}/v1/groups/{g}?fresh=true");
-            let code = status_code(client.put(url)).await;
+            let path = format!("/v1/groups/{g}?fresh=true");
+            let code = status_code(client.request(Method::PUT, a, &path)).await;
             if !matches!(code, Some(200 | 201)) {
                 return Err(failed(format!(
                     "starting group {g} on {a} answered {code:?}"
@@ -102,8 +95,8 @@ async fn group_cycle(
     }
     for g in groups {
         for a in addrs {
-            let url = format!("http://{a}/v1/groups/{g}?purge=true");
-            let code = status_code(client.delete(url)).await;
+            let path = format!("/v1/groups/{g}?purge=true");
+            let code = status_code(client.request(Method::DELETE, a, &path)).await;
             if code != Some(200) {
                 return Err(failed(format!(
                     "stopping group {g} on {a} answered {code:?}"
@@ -116,7 +109,7 @@ async fn group_cycle(
 
 async fn sample_all(
     rec: &mut Recorder,
-    client: &reqwest::Client,
+    client: &Http,
     addrs: &[String],
     cycle: u32,
     baselines: &mut Vec<Sample>,
@@ -132,34 +125,33 @@ async fn sample_all(
     Ok(())
 }
 
-pub async fn group_cycles(
+pub(crate) async fn group_cycles(
     rec: &mut Recorder,
+    client: &Http,
     addrs: &[String],
-    first_group: u64,
-    groups: u64,
+    ids: &[u64],
     cycles: u32,
     settle: Duration,
 ) -> Result<(), SoakError> {
     if addrs.is_empty() {
         return Err(failed("--http-addrs names no node"));
     }
-    let client = http();
-    let ids: Vec<u64> = (first_group..first_group + groups).collect();
     // One cycle before the baseline: the first start creates what is created once (peer
     // channels, pooled threads), which is warm-up, not growth.
-    group_cycle(&client, addrs, &ids).await?;
+    group_cycle(client, addrs, ids).await?;
     let mut baselines = Vec::new();
-    sample_all(rec, &client, addrs, 0, &mut baselines, settle).await?;
+    sample_all(rec, client, addrs, 0, &mut baselines, settle).await?;
     for c in 1..=cycles {
-        group_cycle(&client, addrs, &ids).await?;
-        sample_all(rec, &client, addrs, c, &mut baselines, settle).await?;
+        group_cycle(client, addrs, ids).await?;
+        sample_all(rec, client, addrs, c, &mut baselines, settle).await?;
         rec.tick(format!("group cycle {c}"));
     }
     Ok(())
 }
 
-pub async fn rpc_cycles(
+pub(crate) async fn rpc_cycles(
     rec: &mut Recorder,
+    client: &Http,
     addrs: &[String],
     cycles: u32,
     offset: u32,
@@ -168,10 +160,9 @@ pub async fn rpc_cycles(
     if cycles == 0 {
         return Ok(());
     }
-    let client = http();
     let mut baselines = Vec::new();
     if rec.rows.is_empty() {
-        sample_all(rec, &client, addrs, 0, &mut baselines, settle).await?;
+        sample_all(rec, client, addrs, 0, &mut baselines, settle).await?;
     } else {
         for a in addrs {
             if let Some(r) = rec.rows.iter().find(|r| &r.node == a) {
@@ -181,14 +172,14 @@ pub async fn rpc_cycles(
     }
     let target = &addrs[0];
     for c in 1..=cycles {
-        let url = format!("http://{target}/v1/admin/rpc-server/restart");
-        let code = status_code(client.post(url)).await;
+        let path = "/v1/admin/rpc-server/restart";
+        let code = status_code(client.request(Method::POST, target, path)).await;
         if code != Some(200) {
             return Err(failed(format!(
                 "restarting the gRPC server of {target} answered {code:?}"
             )));
         }
-        sample_all(rec, &client, addrs, offset + c, &mut baselines, settle).await?;
+        sample_all(rec, client, addrs, offset + c, &mut baselines, settle).await?;
         rec.tick(format!("RPC server restart {c}"));
     }
     Ok(())
@@ -272,15 +263,12 @@ fn free_port() -> Result<u16, SoakError> {
     process::free_port().map_err(|e| failed(format!("no free loopback port: {e}")))
 }
 
-async fn ready(client: &reqwest::Client, p: &Proc, groups: &[u64]) -> Result<(), SoakError> {
+async fn ready(client: &Http, p: &Proc, groups: &[u64]) -> Result<(), SoakError> {
     let addr = p.http.clone();
     eventually(
         Duration::from_secs(30),
         &format!("node {} ready", p.id),
-        || async {
-            (status_code(client.get(format!("http://{addr}/readyz"))).await == Some(200))
-                .then_some(())
-        },
+        || async { (status_code(client.get(&addr, "/readyz")).await == Some(200)).then_some(()) },
     )
     .await?;
     for g in groups {
@@ -306,7 +294,7 @@ fn even(leads: &[i64], groups: usize) -> bool {
 /// the soak samples only at the same spread; sampling a restarted node before the balancer
 /// gave it back its share counted a leader's tasks as growth, or hid them.
 async fn spread(
-    client: &reqwest::Client,
+    client: &Http,
     addrs: &[String],
     groups: usize,
     want: Option<&[i64]>,
@@ -387,7 +375,8 @@ pub async fn process_cycles(
         p.start()?;
         procs.push(p);
     }
-    let client = http();
+    // The children this soak starts serve plain HTTP.
+    let client = Http::new(&Credentials::default())?;
     for p in &procs {
         ready(&client, p, &spec.groups).await?;
     }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
+use crate::client::Credentials;
 pub use cluster::StopSignal;
 use probe::Recorder;
 pub use probe::{Row, SoakError};
@@ -46,6 +47,10 @@ pub struct SoakArgs {
     /// Print no per-cycle rows, only the progress bar and the verdict.
     #[arg(long, global = true)]
     pub quiet: bool,
+    /// How to reach secured nodes (the `groups` soak; the `process` soak's own children are
+    /// plain).
+    #[command(flatten)]
+    pub credentials: Credentials,
 }
 
 /// What a soak cycles.
@@ -177,16 +182,11 @@ pub async fn run(args: &SoakArgs) -> Result<Report, SoakError> {
             rpc_cycles,
         } => {
             let mut rec = Recorder::new(u64::from(args.cycles + rpc_cycles), args.quiet);
-            cluster::group_cycles(
-                &mut rec,
-                http_addrs,
-                *first_group,
-                *groups,
-                args.cycles,
-                settle,
-            )
-            .await?;
-            cluster::rpc_cycles(&mut rec, http_addrs, *rpc_cycles, args.cycles, settle).await?;
+            let client = probe::Http::new(&args.credentials)?;
+            let ids: Vec<u64> = (*first_group..first_group + groups).collect();
+            cluster::group_cycles(&mut rec, &client, http_addrs, &ids, args.cycles, settle).await?;
+            let (cycles, offset) = (*rpc_cycles, args.cycles);
+            cluster::rpc_cycles(&mut rec, &client, http_addrs, cycles, offset, settle).await?;
             rec.finish();
             rec.rows
         }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::sample::{growth, Sample, Tolerance};
+use crate::client::Credentials;
 
 /// Why a soak could not run to its end.
 #[derive(Debug, thiserror::Error)]
@@ -35,16 +36,43 @@ pub struct Row {
     pub sample: Sample,
 }
 
-pub(crate) fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+/// The soak's HTTP client: one scheme and one set of credentials for every node it talks to.
+pub(crate) struct Http {
+    client: reqwest::Client,
+    scheme: &'static str,
 }
 
-pub(crate) async fn scrape(client: &reqwest::Client, addr: &str) -> Result<Sample, SoakError> {
+impl Http {
+    /// A client with `credentials` (HTTPS with a CA, a client certificate, a token).
+    pub(crate) fn new(credentials: &Credentials) -> Result<Http, SoakError> {
+        let client = credentials
+            .http_client(Duration::from_secs(10))
+            .map_err(|e| SoakError::Failed(e.to_string()))?;
+        Ok(Http {
+            client,
+            scheme: credentials.scheme(),
+        })
+    }
+
+    /// A request of `method` to `path` on the node at `addr`.
+    pub(crate) fn request(
+        &self,
+        method: reqwest::Method,
+        addr: &str,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}://{addr}{path}", self.scheme))
+    }
+
+    pub(crate) fn get(&self, addr: &str, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::GET, addr, path)
+    }
+}
+
+pub(crate) async fn scrape(client: &Http, addr: &str) -> Result<Sample, SoakError> {
     let text = client
-        .get(format!("http://{addr}/metrics"))
+        .get(addr, "/metrics")
         .send()
         .await
         .and_then(|r| r.error_for_status())
@@ -58,7 +86,7 @@ pub(crate) async fn scrape(client: &reqwest::Client, addr: &str) -> Result<Sampl
 /// Samples `addr` until the exact figures match `baseline` (or, without one, until two samples
 /// in a row agree), or until `settle` passes; returns the last sample.
 pub(crate) async fn settled(
-    client: &reqwest::Client,
+    client: &Http,
     addr: &str,
     baseline: Option<&Sample>,
     settle: Duration,

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 pub mod linearizability;
 pub mod otlp;
+pub mod secure;
 
 use raftnode::harness::process::{self, ServeArgs};
 #[allow(unused_imports)] // not every test binary reads metrics
@@ -171,21 +172,27 @@ pub fn enc(s: &str) -> String {
     out
 }
 
-/// An HTTP client for the nodes. Against a secured stack (the compose stack as it ships),
-/// `RAFTNODE_TEST_CA_FILE` names the CA to trust and `RAFTNODE_TEST_TOKEN` the bearer token to
-/// send with every request.
+/// An HTTP client for the nodes, with the suite's credentials: in secure mode
+/// (`RAFTNODE_TEST_SECURE`, see [`secure`]) it trusts that CA and sends the admin token. Against
+/// a secured stack the tests did not start (the compose stack as it ships),
+/// `RAFTNODE_TEST_CA_FILE` names the CA to trust and `RAFTNODE_TEST_TOKEN` the bearer token.
 pub fn http_client(timeout: Duration) -> Client {
-    let mut b = Client::builder()
-        .timeout(timeout)
-        .connect_timeout(Duration::from_secs(2))
-        .no_proxy(); // CI may set HTTP_PROXY; our servers are on loopback
-    if let Ok(ca) = std::env::var("RAFTNODE_TEST_CA_FILE") {
-        let pem = fs::read(&ca).unwrap_or_else(|e| panic!("RAFTNODE_TEST_CA_FILE {ca}: {e}"));
+    let (ca, token) = match secure::material() {
+        Some(m) => (Some(m.ca_pem.clone()), Some(m.admin_token.clone())),
+        None => (
+            std::env::var("RAFTNODE_TEST_CA_FILE").ok().map(|ca| {
+                fs::read(&ca).unwrap_or_else(|e| panic!("RAFTNODE_TEST_CA_FILE {ca}: {e}"))
+            }),
+            std::env::var("RAFTNODE_TEST_TOKEN").ok(),
+        ),
+    };
+    let mut b = client_builder(timeout);
+    if let Some(pem) = ca {
         b = b
             .tls_built_in_root_certs(false)
             .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("a PEM CA"));
     }
-    if let Ok(token) = std::env::var("RAFTNODE_TEST_TOKEN") {
+    if let Some(token) = token {
         let mut headers = reqwest::header::HeaderMap::new();
         let value = format!("Bearer {}", token.trim());
         headers.insert(
@@ -197,9 +204,23 @@ pub fn http_client(timeout: Duration) -> Client {
     b.build().expect("build HTTP client")
 }
 
-/// `https` when the tests run against nodes that serve HTTPS (`RAFTNODE_TEST_CA_FILE`).
+/// An HTTP client with no credentials at all: for nodes whose test sets its own security, or
+/// none (see [`secure`]).
+pub fn bare_http_client(timeout: Duration) -> Client {
+    client_builder(timeout).build().expect("build HTTP client")
+}
+
+fn client_builder(timeout: Duration) -> reqwest::blocking::ClientBuilder {
+    Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(2))
+        .no_proxy() // CI may set HTTP_PROXY; our servers are on loopback
+}
+
+/// `https` when the tests run against nodes that serve HTTPS: secure mode, or a secured stack
+/// (`RAFTNODE_TEST_CA_FILE`).
 pub fn node_scheme() -> &'static str {
-    if std::env::var_os("RAFTNODE_TEST_CA_FILE").is_some() {
+    if secure::material().is_some() || std::env::var_os("RAFTNODE_TEST_CA_FILE").is_some() {
         "https"
     } else {
         "http"
@@ -425,11 +446,17 @@ pub struct Node {
     pub envs: Vec<(String, String)>,
     /// If set, the whole argument list instead of the one built from the fields above.
     pub args_override: Option<Vec<String>>,
+    /// Whether the suite's secure mode applies to this node (see [`secure`]); tests that must
+    /// speak plain text on purpose set it to false before the start.
+    pub suite_security: bool,
     child: Mutex<Option<Child>>,
     /// Log file lengths when the current run started.
     log_marks: Mutex<(u64, u64)>,
     starts: Mutex<u32>,
+    /// The client with the suite's credentials, and one without any: which one a request takes
+    /// follows [`Node::secured`].
     http: Client,
+    bare: std::sync::OnceLock<Client>,
 }
 
 impl Node {
@@ -460,10 +487,29 @@ impl Node {
             extra_args: Vec::new(),
             envs: Vec::new(),
             args_override: None,
+            suite_security: true,
             child: Mutex::new(None),
             log_marks: Mutex::new((0, 0)),
             starts: Mutex::new(0),
             http: http_client(HTTP_TIMEOUT),
+            bare: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The suite's secure-mode material when it applies to this node: secure mode is on, the
+    /// test did not turn it off, and the node's flags set no security of their own.
+    pub fn secured(&self) -> Option<&'static secure::Material> {
+        let own = self.args_override.is_some() || secure::sets_own_security(&self.extra_args);
+        secure::material().filter(|_| self.suite_security && !own)
+    }
+
+    /// The HTTP client for this node: with the suite's credentials unless secure mode is on
+    /// and does not apply to it.
+    pub fn client(&self) -> &Client {
+        if secure::material().is_some() && self.secured().is_none() {
+            self.bare.get_or_init(|| bare_http_client(HTTP_TIMEOUT))
+        } else {
+            &self.http
         }
     }
 
@@ -474,7 +520,12 @@ impl Node {
         format!("127.0.0.1:{}", self.http_port)
     }
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
+        let scheme = if self.secured().is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.http_port)
     }
     pub fn stdout_path(&self) -> PathBuf {
         self.dir.join("stdout.log")
@@ -500,6 +551,9 @@ impl Node {
         .to_args();
         args.extend(self.tuning.args());
         args.extend(self.extra_args.iter().cloned());
+        if let Some(m) = self.secured() {
+            args.extend(m.serve_flags(self.id));
+        }
         args
     }
 
@@ -670,7 +724,7 @@ impl Node {
         content_type: Option<&str>,
     ) -> Resp {
         send(
-            &self.http,
+            self.client(),
             method,
             &format!("{}{path}", self.base_url()),
             body,
@@ -794,14 +848,27 @@ impl Cluster {
 
     /// Starts `n` nodes and waits until each answers `/readyz` 200.
     pub fn start_with(n: u64, groups: &[u64], tuning: Tuning) -> Cluster {
-        let cluster = Cluster::new(n, groups, tuning);
-        for node in &cluster.nodes {
+        Cluster::new(n, groups, tuning).started()
+    }
+
+    /// [`Cluster::start`] in plain text even in secure mode: for tests that make raw
+    /// node-to-node calls on purpose.
+    pub fn start_plain(n: u64, groups: &[u64]) -> Cluster {
+        let mut cluster = Cluster::new(n, groups, Tuning::default());
+        for node in &mut cluster.nodes {
+            node.suite_security = false;
+        }
+        cluster.started()
+    }
+
+    fn started(self) -> Cluster {
+        for node in &self.nodes {
             node.start();
         }
-        for node in &cluster.nodes {
+        for node in &self.nodes {
             node.wait_ready(READY_TIMEOUT);
         }
-        cluster
+        self
     }
 
     /// Same as `start_with` but nothing is spawned: tests may adjust nodes first.
@@ -1342,6 +1409,21 @@ pub fn single_node_of(
     extra: &[&str],
     envs: &[(String, String)],
 ) -> (tempfile::TempDir, Node) {
+    start_single_node(groups, extra, envs, true)
+}
+
+/// [`single_node`] that runs plain text even in secure mode: for tests that speak raw HTTP
+/// bytes to it on purpose.
+pub fn plain_single_node(extra: &[&str]) -> (tempfile::TempDir, Node) {
+    start_single_node(&[1], extra, &[], false)
+}
+
+fn start_single_node(
+    groups: &[u64],
+    extra: &[&str],
+    envs: &[(String, String)],
+    suite_security: bool,
+) -> (tempfile::TempDir, Node) {
     let tmp = tempfile::tempdir().expect("temp dir");
     let mut node = Node::new(
         1,
@@ -1353,6 +1435,7 @@ pub fn single_node_of(
     node.peers = format!("1={}", node.grpc_addr());
     node.extra_args = extra.iter().map(|s| s.to_string()).collect();
     node.envs = envs.to_vec();
+    node.suite_security = suite_security;
     node.start();
     node.wait_ready(READY_TIMEOUT);
     (tmp, node)
