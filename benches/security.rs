@@ -3,7 +3,8 @@
 //! and 256 concurrent clients, in three configurations, round by round on a fresh cluster
 //! each, alternating their order: `plain` (no TLS, no tokens), `mtls+tokens` (peers on mutual
 //! TLS, clients on plain HTTP with tokens) and `full` (the same, plus HTTPS for clients). It
-//! prints each one's puts/s and node CPU per put, and their ratios to `plain` with the spread.
+//! prints each one's puts/s and the CPU per put of the nodes and of the load generator (which
+//! shares the cores), and their ratios to `plain` with the spread.
 //!
 //! `cargo bench --bench security` (needs openssl, for scripts/dev-certs). `BENCH_SECS` (default
 //! 5) and `BENCH_ROUNDS` (default 3) as in the cluster bench; `BENCH_DIR` puts the data dirs
@@ -35,8 +36,8 @@ impl Setup {
     }
 }
 
-/// puts/s and node CPU µs per put, per client count.
-type Round = Vec<(f64, f64)>;
+/// puts/s, node CPU µs per put and load-generator CPU µs per put, per client count.
+type Round = Vec<(f64, f64, f64)>;
 
 fn flags(setup: Setup, certs: &Path, id: usize) -> Vec<String> {
     let f = |n: &str| certs.join(n).display().to_string();
@@ -98,10 +99,12 @@ async fn round(setup: Setup, certs: &Path, secs: u64) -> Round {
     let target = vec![(nodes[leader].http.clone(), 1u64)];
     let mut out = Vec::new();
     for clients in CLIENTS {
-        let before = cpu(&client, &nodes).await;
+        let (before, own_before) = (cpu(&client, &nodes).await, own_cpu());
         let r = load(&client, &target, clients, secs).await;
+        let own = own_cpu() - own_before;
         let used = cpu(&client, &nodes).await - before;
-        out.push((r.per_sec(), used * 1e6 / r.ok.max(1) as f64));
+        let ok = r.ok.max(1) as f64;
+        out.push((r.per_sec(), used * 1e6 / ok, own * 1e6 / ok));
     }
     out
 }
@@ -112,6 +115,18 @@ async fn cpu(client: &reqwest::Client, nodes: &[Node]) -> f64 {
         total += metric(client, n, "process_cpu_seconds_total").await;
     }
     total
+}
+
+/// CPU seconds this process (the load generator, whose TLS client shares the machine's cores
+/// with the nodes) has used.
+fn own_cpu() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(u.ru_utime) + secs(u.ru_stime)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -154,10 +169,11 @@ async fn main() {
             let r = round(setup, certs.path(), secs).await;
             for (c, clients) in CLIENTS.iter().enumerate() {
                 println!(
-                    "{} {clients:>4} clients: {:.0} puts/s, cpu {:.1} µs/put",
+                    "{} {clients:>4} clients: {:.0} puts/s, node cpu {:.1} µs/put, load generator cpu {:.1} µs/put",
                     setup.name(),
                     r[c].0,
-                    r[c].1
+                    r[c].1,
+                    r[c].2
                 );
             }
         }
@@ -178,33 +194,32 @@ async fn main() {
             let puts: Vec<f64> = results[i].iter().map(|r| r[c].0).collect();
             let each: Vec<String> = puts.iter().map(|p| format!("{p:.0}")).collect();
             println!(
-                "{clients:>6} clients: puts/s {} (median {:.0}), cpu µs/put median {:.1}",
+                "{clients:>6} clients: puts/s {} (median {:.0}), node cpu µs/put median {:.1}, load generator cpu µs/put median {:.1}",
                 each.join(" "),
                 median(puts.clone()),
                 median(results[i].iter().map(|r| r[c].1).collect()),
+                median(results[i].iter().map(|r| r[c].2).collect()),
             );
         }
     }
     println!("ratio to plain, per round (median, range):");
     for (i, setup) in setups.iter().enumerate().skip(1) {
         for (c, clients) in CLIENTS.iter().enumerate() {
-            for (what, pick) in [("puts/s", 0usize), ("cpu/put", 1)] {
+            for (what, pick) in [("puts/s", 0usize), ("node cpu/put", 1), ("gen cpu/put", 2)] {
+                let field = |r: &(f64, f64, f64)| match pick {
+                    0 => r.0,
+                    1 => r.1,
+                    _ => r.2,
+                };
                 let ratios: Vec<f64> = results[i]
                     .iter()
                     .zip(&results[0])
-                    .map(|(s, p)| {
-                        let (a, b) = if pick == 0 {
-                            (s[c].0, p[c].0)
-                        } else {
-                            (s[c].1, p[c].1)
-                        };
-                        a / b
-                    })
+                    .map(|(s, p)| field(&s[c]) / field(&p[c]))
                     .collect();
                 let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
                 let hi = ratios.iter().copied().fold(0.0, f64::max);
                 println!(
-                    "{:>12} {clients:>4} clients {what:>8}: {:.3} ({lo:.3}..{hi:.3})",
+                    "{:>12} {clients:>4} clients {what:>12}: {:.3} ({lo:.3}..{hi:.3})",
                     setup.name(),
                     median(ratios.clone())
                 );
