@@ -81,6 +81,25 @@ async fn tls_channel(
         .await
 }
 
+/// A node-to-node call from node `from` whose message is larger than any node accepts
+/// (256 MiB, sized for snapshots); returns its status code.
+async fn oversized_call(channel: tonic::transport::Channel, from: u64) -> tonic::Code {
+    let mut raft = pb::raft_service_client::RaftServiceClient::new(channel)
+        .max_encoding_message_size(usize::MAX);
+    let mut req = tonic::Request::new(pb::RaftRequest {
+        group_id: 1,
+        payload: vec![0; 257 << 20],
+        method: 1,
+        traceparent: String::new(),
+    });
+    req.metadata_mut()
+        .insert("x-raftnode-from", from.to_string().parse().unwrap());
+    match raft.call(req).await {
+        Ok(_) => tonic::Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
 #[test]
 fn a_mutual_tls_cluster_serves_and_refuses_strangers() {
     let tmp = tempfile::tempdir().unwrap();
@@ -159,14 +178,26 @@ fn a_mutual_tls_cluster_serves_and_refuses_strangers() {
             .await
             .unwrap();
         assert_eq!(raft_call(ch, 2, None).await, tonic::Code::PermissionDenied);
+        // The check reads no body: a message past the node-to-node size limit is refused for
+        // the certificate, before the decoder would have buffered it.
+        let anonymous = client_config(&certs.join("ca.pem"), None);
+        let ch = tls_channel(&addr, anonymous, "raftnode-node-1")
+            .await
+            .unwrap();
+        assert_eq!(oversized_call(ch, 2).await, tonic::Code::PermissionDenied);
 
-        // Node 3's certificate, as node 3: past the certificate check (the call itself is junk).
+        // Node 3's certificate, as node 3: past the certificate check (the call itself is junk,
+        // and the oversized one meets the decoder's limit).
         let honest = client_config(
             &certs.join("ca.pem"),
             Some((&certs.join("node-3.pem"), &certs.join("node-3-key.pem"))),
         );
-        let ch = tls_channel(&addr, honest, "raftnode-node-1").await.unwrap();
+        let ch = tls_channel(&addr, honest.clone(), "raftnode-node-1")
+            .await
+            .unwrap();
         assert_ne!(raft_call(ch, 3, None).await, tonic::Code::PermissionDenied);
+        let ch = tls_channel(&addr, honest, "raftnode-node-1").await.unwrap();
+        assert_eq!(oversized_call(ch, 3).await, tonic::Code::OutOfRange);
     });
     assert!(auth_failures(target, "peer_certificate") >= 2.0);
     assert!(auth_failures(target, "tls_handshake") >= 1.0);

@@ -10,6 +10,7 @@ pub mod codec;
 pub mod messages;
 pub mod methods;
 pub mod network;
+pub mod peer_gate;
 pub mod peers;
 pub mod router;
 pub mod server;

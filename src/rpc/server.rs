@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -21,16 +22,15 @@ use crate::ledger::Owner;
 use crate::metrics::RpcMetrics;
 use crate::net::Admission;
 use crate::raft::types::GroupId;
-use crate::raft::types::NodeId;
 use crate::rpc::accept;
 use crate::rpc::batcher::{to_result, MAX_BATCH_MESSAGES};
 use crate::rpc::cluster::ClusterIdentity;
 use crate::rpc::methods::{self, Ctx, Method, Traced};
 use crate::rpc::pb::raft_service_server::{RaftService, RaftServiceServer};
 use crate::rpc::pb::{RaftBatch, RaftBatchReply, RaftReply, RaftRequest, SnapshotChunk};
+use crate::rpc::peer_gate::PeerGate;
 use crate::rpc::router::Router;
 use crate::rpc::snapshot_stream;
-use crate::tls::io::ConnInfo;
 
 /// What the server serves, kept so that a restart serves the same.
 #[derive(Clone)]
@@ -99,15 +99,17 @@ impl RpcServer {
             .metrics
             .auth_failures
             .with_label_values(&["peer_certificate"]);
-        let raft = RaftServiceServer::new(RaftSvc {
-            router: services.router,
-            metrics: services.metrics,
-            cluster: services.cluster,
-            peers_need_certificates: services.tls.is_some(),
-            cert_failures,
-        })
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
+        // The certificate check runs on the headers, before the decoder buffers a message.
+        let raft = InterceptedService::new(
+            RaftServiceServer::new(RaftSvc {
+                router: services.router,
+                metrics: services.metrics,
+                cluster: services.cluster,
+            })
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+            PeerGate::new(services.tls.is_some(), cert_failures),
+        );
         let token = owner.token().clone();
         let app = services.app;
         let max_streams = services.limits.max_concurrent_streams;
@@ -177,10 +179,6 @@ struct RaftSvc {
     router: Arc<dyn Router>,
     metrics: Arc<RpcMetrics>,
     cluster: Arc<ClusterIdentity>,
-    /// With peer TLS: a node-to-node call must come over a connection whose certificate the
-    /// peer CA signed, naming the node the call says it is from.
-    peers_need_certificates: bool,
-    cert_failures: prometheus::IntCounter,
 }
 
 /// Where a call's trace context comes from: the request's metadata for a lone call, the call's
@@ -226,36 +224,13 @@ fn span(method: Method, group: GroupId, parent: Parent<'_>) -> tracing::Span {
 }
 
 impl RaftSvc {
-    /// Admits a node-to-node call: its cluster, and with peer TLS its certificate.
+    /// Admits a node-to-node call by its cluster id; its certificate was checked before its
+    /// body was read ([`PeerGate`]).
     fn admit(
         &self,
         metadata: &tonic::metadata::MetadataMap,
-        extensions: &http::Extensions,
         introduction: bool,
     ) -> Result<(), Status> {
-        if self.peers_need_certificates {
-            let from = metadata
-                .get(crate::rpc::cluster::FROM_KEY)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<NodeId>().ok());
-            let cert = extensions.get::<ConnInfo>().and_then(|i| i.peer.clone());
-            let refusal = match (cert, from) {
-                (None, _) => Some("the caller showed no certificate of the peer CA".to_string()),
-                (Some(_), None) => Some("the call does not say which node it is from".to_string()),
-                (Some(c), Some(n)) if !c.names(n) => Some(format!(
-                    "the caller's certificate does not name node {n} ({})",
-                    crate::tls::names::node_name(n)
-                )),
-                _ => None,
-            };
-            if let Some(why) = refusal {
-                self.cert_failures.inc();
-                tracing::debug!(why, "refused a node-to-node call");
-                return Err(Status::permission_denied(format!(
-                    "node-to-node calls need a peer certificate: {why}"
-                )));
-            }
-        }
         self.cluster.admit(metadata, introduction)
     }
 
@@ -288,8 +263,8 @@ impl RaftService for RaftSvc {
         req: Request<tonic::Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftReply>, Status> {
         let method = Method::InstallSnapshot;
-        let (metadata, extensions, mut stream) = req.into_parts();
-        self.admit(&metadata, &extensions, false)?;
+        let (metadata, _, mut stream) = req.into_parts();
+        self.admit(&metadata, false)?;
         let first = match snapshot_stream::first_piece(&mut stream).await {
             Ok(first) => first,
             Err(e) => {
@@ -308,7 +283,7 @@ impl RaftService for RaftSvc {
 
     async fn call(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let introduction = req.get_ref().method == Method::Meet.code();
-        self.admit(req.metadata(), req.extensions(), introduction)?;
+        self.admit(req.metadata(), introduction)?;
         let parent = Parent::Metadata(req.metadata());
         let payload = self.serve(req.get_ref(), parent).await?;
         Ok(Response::new(RaftReply { payload }))
@@ -318,7 +293,7 @@ impl RaftService for RaftSvc {
     /// different groups (or the same group's pipelined appends, which openraft orders by
     /// their log ids), and a failure of one is its own result, not the batch's.
     async fn batch(&self, req: Request<RaftBatch>) -> Result<Response<RaftBatchReply>, Status> {
-        self.admit(req.metadata(), req.extensions(), false)?;
+        self.admit(req.metadata(), false)?;
         let calls = req.into_inner().calls;
         if calls.len() > MAX_BATCH_MESSAGES {
             return Err(Status::invalid_argument(format!(
