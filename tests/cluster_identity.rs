@@ -27,12 +27,8 @@ fn raw_call(node: &Node, cluster: Option<&str>) -> tonic::Code {
     rt.block_on(async { raft_call(grpc_channel(&node.grpc_addr()).await, 9, cluster).await })
 }
 
-#[test]
-fn calls_of_another_cluster_are_refused_and_the_cluster_keeps_serving() {
-    // Plain text: the raw calls below must reach the cluster-id check, which peer TLS would
-    // otherwise stop first (a test client holds no node certificate); tests/tls.rs covers that.
-    let a = Cluster::start_plain(3, &[1]);
-    let leader = a.leader_of(1);
+/// Every member holds the same id, in `/v1/status` and in the data dir.
+fn agreed_id(a: &Cluster) -> String {
     let id = cluster_id(a.node(1));
     for n in [2, 3] {
         assert_eq!(
@@ -43,8 +39,17 @@ fn calls_of_another_cluster_are_refused_and_the_cluster_keeps_serving() {
     }
     let data = std::fs::read_to_string(a.node(1).data_dir.join("CLUSTER_ID")).unwrap();
     assert_eq!(data.trim(), id);
+    id
+}
 
-    // Raw calls: a wrong id and a missing one are refused before any group sees them.
+#[test]
+fn raw_calls_with_another_or_no_cluster_id_are_refused() {
+    // Plain text: the raw calls below must reach the cluster-id check, which peer TLS would
+    // otherwise stop first (a test client holds no node certificate); tests/tls.rs covers that.
+    let a = Cluster::start_plain(3, &[1]);
+    a.leader_of(1);
+    agreed_id(&a);
+    // A wrong id and a missing one are refused before any group sees them.
     let target = a.node(1);
     let before = refused(target);
     assert_eq!(
@@ -53,6 +58,15 @@ fn calls_of_another_cluster_are_refused_and_the_cluster_keeps_serving() {
     );
     assert_eq!(raw_call(target, None), tonic::Code::FailedPrecondition);
     assert!(refused(target) >= before + 2.0);
+}
+
+/// Runs secured in the suite's secure mode: both clusters' certificates come from one CA, so
+/// only the cluster id tells them apart.
+#[test]
+fn a_member_on_another_clusters_volume_is_refused_and_the_cluster_keeps_serving() {
+    let a = Cluster::start(3, &[1]);
+    let leader = a.leader_of(1);
+    let id = agreed_id(&a);
 
     // Another cluster's node 3: its volume, mounted by mistake under our node 3, holds its
     // cluster id. Our members' calls reach it and are refused.
