@@ -243,19 +243,11 @@ async fn run_until_signalled(settings: Settings) -> ExitCode {
         Ok(node) => node,
         Err(e) => return failed(&e),
     };
-    // HTTP is HTTPS exactly when the node has a certificate for clients.
-    let scheme = if settings.node.client_cert_file.is_some() {
-        "https"
-    } else {
-        "http"
-    };
     println!(
-        "raftnode node {} ready: gRPC {} HTTP {scheme}://{} data {} groups {:?}",
+        "raftnode node {} ready: gRPC {} HTTP {} data {} groups {:?}",
         node.id(),
         node.grpc_addr(),
-        node.http_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "(off)".into()),
+        node.http_url().unwrap_or_else(|| "(off)".into()),
         settings.node.data_dir.display(),
         settings.node.groups
     );

@@ -73,6 +73,14 @@ impl<S: StateMachine> Node<S> {
         self.servers.http_addr
     }
 
+    /// The HTTP server's base URL, `https://` when it serves clients over TLS, if it runs.
+    pub fn http_url(&self) -> Option<String> {
+        let tls = self.core.tls.as_ref();
+        let https = tls.is_some_and(|t| t.current().http_server.is_some());
+        let scheme = if https { "https" } else { "http" };
+        self.servers.http_addr.map(|a| format!("{scheme}://{a}"))
+    }
+
     /// The ledger that counts this node's tasks, threads and connections.
     pub fn ledger(&self) -> &Ledger {
         &self.core.ledger
